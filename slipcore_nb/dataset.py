@@ -1,0 +1,128 @@
+"""The finetune dataset: build the train/eval splits, write and read validated JSONL.
+
+Each example is ``{"role", "input", "target"}``, the guide's format. The eval split is held out by
+goal text: its goals never appear in train, so eval measures the protocol, not memorised goals.
+
+Run ``python -m slipcore_nb.dataset --out data/finetune`` to regenerate the committed files; with
+the default arguments the output is byte-for-byte what is in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from .conversations import ROLES, all_goal_texts, conversation
+from .protocol import NSlipError, decode
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "finetune"
+FIELDS = ("role", "input", "target")
+SPLITS = ("train", "eval")
+DEFAULT_SEED = 42
+DEFAULT_CONVERSATIONS = 850
+DEFAULT_EVAL_CONVERSATIONS = 50
+
+
+class DatasetError(ValueError):
+    """A JSONL file that is not a valid dataset; the message names ``file:line`` and the reason."""
+
+
+def build_splits(
+    num_conversations: int = DEFAULT_CONVERSATIONS,
+    eval_conversations: int = DEFAULT_EVAL_CONVERSATIONS,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, list[dict[str, str]]]:
+    """Deterministic train/eval examples; each conversation has its own goal text."""
+    if not 0 < eval_conversations < num_conversations:
+        raise ValueError(
+            f"need 0 < eval_conversations ({eval_conversations}) < num_conversations ({num_conversations})"
+        )
+    rng = random.Random(seed)
+    goals = all_goal_texts()
+    if num_conversations > len(goals):
+        raise ValueError(f"num_conversations is at most {len(goals)} (one distinct goal text each)")
+    chosen = rng.sample(goals, num_conversations)
+    eval_goals, train_goals = chosen[:eval_conversations], chosen[eval_conversations:]
+    splits = {
+        "train": [ex for goal in train_goals for ex in conversation(rng, goal)],
+        "eval": [ex for goal in eval_goals for ex in conversation(rng, goal)],
+    }
+    rng.shuffle(splits["train"])  # roles interleaved, so any prefix of train is a fair sample
+    return splits
+
+
+def write_jsonl(path: str | Path, examples: list[dict[str, str]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        for ex in examples:
+            f.write(json.dumps({key: ex[key] for key in FIELDS}, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, str]]:
+    """Read and validate every line; the first bad line raises :class:`DatasetError` with file:line."""
+    path = Path(path)
+    examples = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            examples.append(_validated(line, f"{path}:{lineno}"))
+    return examples
+
+
+def _validated(line: str, where: str) -> dict[str, str]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for key in FIELDS:
+        if key not in record:
+            raise DatasetError(f"{where}: missing field '{key}'")
+        if not isinstance(record[key], str):
+            raise DatasetError(f"{where}: field '{key}' must be a string")
+    if record["role"] not in ROLES:
+        raise DatasetError(f"{where}: field 'role' is {record['role']!r}, expected one of {ROLES}")
+    try:
+        decode(record["target"])
+    except NSlipError as err:
+        raise DatasetError(f"{where}: field 'target' is not valid nSLIP ({err})") from None
+    return {key: record[key] for key in FIELDS}
+
+
+def load_split(name: str, data_dir: str | Path | None = None) -> list[dict[str, str]]:
+    """``"train"`` or ``"eval"`` from ``data_dir`` (default: the committed data/finetune)."""
+    if name not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+    path = Path(data_dir or DATA_DIR) / f"{name}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python -m slipcore_nb.dataset --out {path.parent}`")
+    return read_jsonl(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m slipcore_nb.dataset",
+        description="Generate the nSLIP finetune dataset (train.jsonl and eval.jsonl).",
+    )
+    parser.add_argument("--out", type=Path, default=DATA_DIR, help="output folder (default: %(default)s)")
+    parser.add_argument("--num-conversations", type=int, default=DEFAULT_CONVERSATIONS,
+                        help="conversations in total, 4 examples each (default: %(default)s)")
+    parser.add_argument("--eval-conversations", type=int, default=DEFAULT_EVAL_CONVERSATIONS,
+                        help="of those, held out for eval.jsonl (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        splits = build_splits(args.num_conversations, args.eval_conversations, args.seed)
+    except ValueError as err:
+        parser.error(str(err))
+    for name, examples in splits.items():
+        path = args.out / f"{name}.jsonl"
+        write_jsonl(path, examples)
+        print(f"wrote {len(examples)} examples to {path}")
+
+
+if __name__ == "__main__":
+    main()
