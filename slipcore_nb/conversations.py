@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .protocol import Act, Frame, Message, Slot, encode, to_base62
+from .protocol import START, Act, Frame, Message, Slot, decode, encode, to_base62
 
 ROLES: tuple[str, ...] = ("coordinator", "planner", "executor", "critic")
 
@@ -147,3 +147,11 @@ def conversation(rng: random.Random, goal_text: str) -> list[dict[str, str]]:
     targets = dict(zip(ROLES, (request, plan, report, evaluation)))
     return [{"role": role, "input": inputs[role], "target": encode(targets[role])} for role in ROLES]
 
+
+
+def incoming_message(instruction: str) -> Message | None:
+    """The nSLIP message an instruction quotes on its own line (None for the coordinator)."""
+    for line in instruction.splitlines():
+        if line.startswith(START):
+            return decode(line)
+    return None

@@ -10,6 +10,7 @@ import pytest
 
 from slipcore_nb.conversations import (
     CRITIC_TAG_BY_STATUS, PRIORITIES, ROLE_SPECS, ROLES, SCORE_BANDS, STATUS_CODES, all_goal_texts,
+    incoming_message,
 )
 from slipcore_nb.dataset import DATA_DIR, DatasetError, build_splits, load_split, read_jsonl, write_jsonl
 from slipcore_nb.protocol import Slot, decode, to_base62
@@ -71,11 +72,6 @@ def test_ids_usually_differ_from_the_conversation_id(committed):
     messages = [decode(ex["target"]) for ex in committed["train"]]
     same = sum(m.slots[Slot.GOAL_ID] == m.conv or m.slots[Slot.TASK_ID] == m.conv for m in messages)
     assert same / len(messages) < 0.05
-
-
-def incoming_message(text):
-    lines = [line for line in text.splitlines() if line.startswith("@")]
-    return decode(lines[0]) if lines else None
 
 
 def test_every_target_follows_the_protocol_from_its_input(committed):

