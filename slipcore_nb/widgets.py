@@ -1,0 +1,62 @@
+"""The notebook sliders: training steps, LoRA rank, learning rate.
+
+Sliders start at ``SLIPCORE_MAX_STEPS`` / ``SLIPCORE_LORA_RANK`` / ``SLIPCORE_LR`` when set (CI and
+``make demo`` set them), otherwise at the model's registry defaults. The next cell reads ``.value``,
+so a headless run and a user who never touches a slider train the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+def env_number(name: str, default: float, cast=int):
+    """A number from the environment, or ``default``; a bad value names the variable."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}; unset it or give a number") from None
+
+
+@dataclass
+class TrainingSliders:
+    """The three sliders; ``box`` is what the notebook displays."""
+
+    max_steps: object
+    lora_rank: object
+    learning_rate: object
+
+    @property
+    def box(self):
+        import ipywidgets as w
+
+        return w.VBox([self.max_steps, self.lora_rank, self.learning_rate])
+
+    def values(self) -> dict[str, float]:
+        return {"max_steps": self.max_steps.value, "rank": self.lora_rank.value,
+                "lr": self.learning_rate.value}
+
+
+def training_sliders(default_steps: int, default_rank: int, default_lr: float) -> TrainingSliders:
+    """Sliders for one model; environment variables override the model's defaults."""
+    import ipywidgets as w
+
+    steps = env_number("SLIPCORE_MAX_STEPS", default_steps)
+    rank = env_number("SLIPCORE_LORA_RANK", default_rank)
+    lr = env_number("SLIPCORE_LR", default_lr, float)
+    if steps < 1 or rank < 1:
+        raise ValueError(f"max steps ({steps}) and LoRA rank ({rank}) must be at least 1")
+    style = {"description_width": "120px"}
+    layout = w.Layout(width="480px")
+    return TrainingSliders(
+        max_steps=w.IntSlider(value=steps, min=1, max=max(2000, steps), step=1,
+                              description="max steps", style=style, layout=layout),
+        lora_rank=w.IntSlider(value=rank, min=1, max=max(64, rank), step=1, description="LoRA rank",
+                              style=style, layout=layout),
+        learning_rate=w.FloatLogSlider(value=lr, base=10, min=-5, max=-1, step=0.1,
+                                       description="learning rate", readout_format=".1e",
+                                       style=style, layout=layout),
+    )
