@@ -102,6 +102,16 @@ def load_split(name: str, data_dir: str | Path | None = None) -> list[dict[str, 
     return read_jsonl(path)
 
 
+def load_or_build(data_dir: str | Path | None = None) -> dict[str, list[dict[str, str]]]:
+    """Both splits from ``data_dir``; missing files are regenerated there with the default arguments."""
+    data_dir = Path(data_dir or DATA_DIR)
+    if not all((data_dir / f"{name}.jsonl").exists() for name in SPLITS):
+        for name, examples in build_splits().items():
+            write_jsonl(data_dir / f"{name}.jsonl", examples)
+        print(f"regenerated the dataset in {data_dir}")
+    return {name: load_split(name, data_dir) for name in SPLITS}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m slipcore_nb.dataset",

@@ -11,13 +11,9 @@ import os
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from .artifacts import REPO, output_dir
+
 NOTEBOOKS_DIR = REPO / "notebooks"
-
-
-def output_dir() -> Path:
-    """Where notebooks write their artifacts (``SLIPCORE_OUTPUT_DIR``, default ``outputs/``)."""
-    return Path(os.environ.get("SLIPCORE_OUTPUT_DIR", REPO / "outputs")).resolve()
 
 
 def notebooks() -> list[Path]:

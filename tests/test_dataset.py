@@ -12,7 +12,9 @@ from slipcore_nb.conversations import (
     CRITIC_TAG_BY_STATUS, PRIORITIES, ROLE_SPECS, ROLES, SCORE_BANDS, STATUS_CODES, all_goal_texts,
     incoming_message,
 )
-from slipcore_nb.dataset import DATA_DIR, DatasetError, build_splits, load_split, read_jsonl, write_jsonl
+from slipcore_nb.dataset import (
+    DATA_DIR, DatasetError, build_splits, load_or_build, load_split, read_jsonl, write_jsonl,
+)
 from slipcore_nb.protocol import Slot, decode, to_base62
 
 GOAL_LINE = re.compile(r"^Goal\[([0-9A-Za-z]+)\]: (.+)$", re.M)
@@ -136,3 +138,8 @@ def test_read_reports_file_line_and_reason(tmp_path, bad_line, reason):
 def test_missing_split_says_how_to_make_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m slipcore_nb.dataset"):
         load_split("train", tmp_path)
+
+
+def test_load_or_build_regenerates_missing_files(tmp_path, committed):
+    assert load_or_build(tmp_path) == committed
+    assert (tmp_path / "eval.jsonl").read_bytes() == (DATA_DIR / "eval.jsonl").read_bytes()
