@@ -133,7 +133,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
             for start in batches:
                 enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True).to(device)
                 generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                           pad_token_id=tokenizer.pad_token_id,
+                                           use_cache=True, pad_token_id=tokenizer.pad_token_id,
                                            eos_token_id=tokenizer.eos_token_id)
                 new_tokens = generated[:, enc["input_ids"].shape[1]:]
                 outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
@@ -142,10 +142,17 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
     return outputs
 
 
-def evaluate(model, tokenizer, examples: list[dict[str, str]], max_new_tokens: int = 64,
+def answer_budget(tokenizer, examples: list[dict[str, str]], margin: int = 8) -> int:
+    """Enough new tokens for the longest target plus its EOS and a margin; prose gets cut there."""
+    longest = max(len(tokenizer(ex["target"], add_special_tokens=False)["input_ids"]) for ex in examples)
+    return longest + margin
+
+
+def evaluate(model, tokenizer, examples: list[dict[str, str]], max_new_tokens: int | None = None,
              batch_size: int = 16, progress: bool = False) -> EvalReport:
     """Generate greedy answers for the examples' prompts and score them."""
     prompts = [PROMPT.prompt(ex["input"]) for ex in examples]
+    max_new_tokens = max_new_tokens or answer_budget(tokenizer, examples)
     raw = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                    progress=progress)
     return score_outputs(examples, raw, tokenizer.eos_token)
