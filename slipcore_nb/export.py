@@ -1,0 +1,488 @@
+"""From a trained LoRA to files Ollama and llama.cpp load: adapter, merged 16-bit folder, GGUF, Modelfile.
+
+GGUF is written by llama.cpp's own converter (``convert_hf_to_gguf.py``), the copy vendored in the
+``llama-cpp-python`` sdist of the *installed* version, so the converter and the runtime that loads
+its output are the same llama.cpp commit (PyPI's ``gguf`` package lags behind). It is fetched once
+with ``pip download`` into ``$SLIPCORE_CACHE`` (``python -m slipcore_nb.export --fetch-converter``),
+or taken from a llama.cpp checkout named by ``LLAMA_CPP_DIR``. Nothing here touches GitHub or the HF
+hub, and Unsloth's ``save_pretrained_gguf`` is never called (it runs ``apt-get`` and ``git clone``).
+
+The Modelfile's ``TEMPLATE`` and ``stop`` lines are rendered from :data:`slipcore_nb.prompts.PROMPT`,
+and :func:`parse_modelfile` reads them back the way Ollama's parser does, so tests and the llama.cpp
+fallback in :mod:`slipcore_nb.serve` use exactly what Ollama would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from .prompts import PROMPT
+
+# Files of vendor/llama.cpp/ the converters need; everything else in the 74 MB sdist is C++.
+_CONVERTER_FILES = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "LICENSE")
+_CONVERTER_DIRS = ("conversion/", "gguf-py/gguf/")
+# Our names -> the label in the file name. f16 and q8_0 come straight from the converter; K-quants
+# need llama.cpp's quantizer, which works from the f16 file.
+GGUF_TYPES = {"f16": "F16", "q8_0": "Q8_0", "q4_k_m": "Q4_K_M"}
+
+
+class ExportError(RuntimeError):
+    """A piece the export needs is missing or failed; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file or folder written by the export, with its size and how long it took."""
+
+    kind: str
+    path: Path
+    seconds: float
+
+    @property
+    def size_bytes(self) -> int:
+        if self.path.is_dir():
+            return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        return self.path.stat().st_size
+
+    def row(self) -> dict:
+        """A table row for the notebook: kind, file, MB, seconds."""
+        return {"kind": self.kind, "file": self.path.name, "MB": round(self.size_bytes / 2**20, 2),
+                "seconds": round(self.seconds, 1)}
+
+
+# ---------------------------------------------------------------------------- the llama.cpp converter
+
+
+def cache_root() -> Path:
+    """``$SLIPCORE_CACHE`` or ``~/.cache/slipcore_nb``: shared with the model cache of :mod:`slipcore_nb.tiny`."""
+    return Path(os.environ.get("SLIPCORE_CACHE") or Path.home() / ".cache" / "slipcore_nb")
+
+
+def _llama_cpp_python_version() -> str:
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        raise ExportError("llama-cpp-python is not installed: run `make venv` or "
+                          "`pip install llama-cpp-python` (it compiles llama.cpp, a few minutes).") from None
+
+
+def _is_converter_dir(folder: Path) -> bool:
+    return (folder / "convert_hf_to_gguf.py").is_file() and (folder / "gguf-py" / "gguf").is_dir()
+
+
+def find_converter() -> Path:
+    """The folder holding ``convert_hf_to_gguf.py`` and its ``gguf-py``; raises :class:`ExportError` if absent."""
+    if env := os.environ.get("LLAMA_CPP_DIR"):
+        if _is_converter_dir(Path(env)):
+            return Path(env)
+        raise ExportError(f"LLAMA_CPP_DIR={env} holds no convert_hf_to_gguf.py and gguf-py/: "
+                          "point it at a llama.cpp checkout or unset it.")
+    folder = cache_root() / f"llama.cpp-{_llama_cpp_python_version()}"
+    if _is_converter_dir(folder):
+        return folder
+    raise ExportError("llama.cpp converter not found: run `python -m slipcore_nb.export --fetch-converter` "
+                      "(part of `make venv`) or set LLAMA_CPP_DIR to a llama.cpp checkout.")
+
+
+def fetch_converter() -> Path:
+    """Put the converter for the installed llama-cpp-python into the cache (idempotent; ~74 MB download)."""
+    try:
+        return find_converter()
+    except ExportError:
+        if os.environ.get("LLAMA_CPP_DIR"):
+            raise
+    version = _llama_cpp_python_version()
+    target = cache_root() / f"llama.cpp-{version}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".sdist-", dir=target.parent) as sdist_dir:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               f"llama-cpp-python=={version}", "-d", sdist_dir]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        sdists = sorted(Path(sdist_dir).glob(f"llama_cpp_python-{version}.tar.gz"))
+        if done.returncode != 0 or not sdists:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ExportError(f"could not download the llama-cpp-python {version} sdist from the package index "
+                              f"({last}): check the network or set LLAMA_CPP_DIR to a llama.cpp checkout.")
+        _extract_converter(sdists[0], target)
+    return target
+
+
+def _extract_converter(sdist: Path, target: Path) -> None:
+    """Copy only vendor/llama.cpp's converter files out of the sdist, atomically."""
+    staging = Path(tempfile.mkdtemp(prefix=".llama.cpp-", dir=target.parent))
+    try:
+        with tarfile.open(sdist) as tar:
+            for member in tar.getmembers():
+                _, _, rel = member.name.partition("/vendor/llama.cpp/")
+                wanted = rel in _CONVERTER_FILES or rel.startswith(_CONVERTER_DIRS)
+                if not (member.isfile() and wanted) or ".." in Path(rel).parts:
+                    continue
+                dest = staging / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(tar.extractfile(member).read())
+        if not _is_converter_dir(staging):
+            raise ExportError(f"{sdist.name} has no vendor/llama.cpp/convert_hf_to_gguf.py: "
+                              "set LLAMA_CPP_DIR to a llama.cpp checkout instead.")
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process finished first; its copy is the same
+            if not _is_converter_dir(target):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_converter(script: str, args: list[str], log: Path) -> None:
+    """Run one llama.cpp converter script with its own gguf-py, offline; keep the log beside the output."""
+    converter = find_converter()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(converter / "gguf-py"), str(converter)]))
+    with open(log, "w") as out:
+        done = subprocess.run([sys.executable, str(converter / script), *args],
+                              stdout=out, stderr=subprocess.STDOUT, env=env, cwd=converter)
+    if done.returncode != 0:
+        last = [line for line in log.read_text().splitlines() if line.strip()][-1:] or ["no output"]
+        raise ExportError(f"{script} failed (exit {done.returncode}): {last[0]} (full log: {log}).")
+
+
+# ---------------------------------------------------------------------------- adapter and merge
+
+
+def _save_tokenizer(tokenizer, folder: Path) -> None:
+    """Save the tokenizer and keep a SentencePiece ``tokenizer.model``, which the GGUF converter reads.
+
+    transformers 5 writes only ``tokenizer.json`` for Llama tokenizers; without the raw model the
+    converter falls back to BPE and rejects our tokenizer.
+    """
+    tokenizer.save_pretrained(folder)
+    vocab_file = getattr(tokenizer, "vocab_file", None)
+    if vocab_file and Path(vocab_file).is_file() and not (folder / "tokenizer.model").exists():
+        shutil.copy(vocab_file, folder / "tokenizer.model")
+
+
+def save_adapter(model, tokenizer, out_dir: str | Path) -> Artifact:
+    """The LoRA adapter (``adapter_config.json`` + safetensors) and tokenizer: small, reloadable with peft."""
+    start, out = time.perf_counter(), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    _save_tokenizer(tokenizer, out)
+    if not (out / "adapter_config.json").exists():
+        raise ExportError(f"{out} has no adapter_config.json: save_adapter needs a peft (LoRA) model.")
+    return Artifact("adapter", out, time.perf_counter() - start)
+
+
+def merge_to_16bit(model, tokenizer, out_dir: str | Path, dtype: str = "bfloat16") -> Artifact:
+    """LoRA folded into the base weights, saved as a plain 16-bit HF folder (the converter's input).
+
+    Unsloth models use their own ``save_pretrained_merged``; a plain peft model is merged on a copy,
+    so the model in the notebook keeps its adapter. bfloat16 keeps fp32's range (no overflow).
+    """
+    import torch
+
+    start, out = time.perf_counter(), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "save_pretrained_merged"):
+        model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+    else:
+        if not hasattr(model, "merge_and_unload"):
+            raise ExportError("merge_to_16bit needs a peft (LoRA) model; for a plain model use save_pretrained.")
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.to(getattr(torch, dtype)).save_pretrained(out)
+    _save_tokenizer(tokenizer, out)
+    return Artifact("merged_16bit", out, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------- GGUF
+
+
+def to_gguf(model_dir: str | Path, out_dir: str | Path, types: tuple[str, ...] = ("f16", "q8_0", "q4_k_m"),
+            name: str = "slipcore") -> dict[str, Artifact]:
+    """GGUF files of an HF folder (e.g. the merged one): ``{name}-F16.gguf``, ``-Q8_0``, ``-Q4_K_M``.
+
+    f16 and q8_0 come from the converter; q4_k_m is llama.cpp's quantizer run on the f16 file.
+    """
+    model_dir, out = Path(model_dir), Path(out_dir)
+    unknown = [t for t in types if t.lower() not in GGUF_TYPES]
+    if unknown:
+        raise ExportError(f"unknown GGUF type(s) {unknown}: choose from {list(GGUF_TYPES)}.")
+    if not (model_dir / "config.json").is_file():
+        raise ExportError(f"no merged model at {model_dir} (config.json missing): run merge_to_16bit first.")
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = [t.lower() for t in types]
+    made: dict[str, Artifact] = {}
+    for outtype in ("f16", "q8_0"):
+        if outtype in wanted or (outtype == "f16" and "q4_k_m" in wanted):
+            path = out / f"{name}-{GGUF_TYPES[outtype]}.gguf"
+            start = time.perf_counter()
+            _run_converter("convert_hf_to_gguf.py",
+                           [str(model_dir), "--outtype", outtype, "--outfile", str(path)],
+                           out / f"{path.stem}.log")
+            made[outtype] = Artifact(f"gguf {outtype}", path, time.perf_counter() - start)
+    check_tokenizer(next(iter(made.values())).path, model_dir)
+    if "q4_k_m" in wanted:
+        made["q4_k_m"] = quantize(made["f16"].path, out / f"{name}-Q4_K_M.gguf")
+    return {t: made[t] for t in wanted}
+
+
+# A prompt as training renders it, with every character class a message uses.
+_TOKENIZER_PROBE = PROMPT.training_text(
+    "You are the planner agent (id 2). Goal[Nj]: Add rate limiting -- caf\u00e9, \u65e5\u672c, \u201cquotes\u201d.",
+    '@a4|f1|cvC|S2|dK|T2|gNj|ke|q3|t"plan \\"v1\\" |#"#', "")
+
+
+def check_tokenizer(gguf_path: str | Path, model_dir: str | Path) -> None:
+    """Fail unless llama.cpp splits a training prompt into the same token ids as the HF tokenizer.
+
+    A converter that misreads a tokenizer (e.g. a byte-level BPE taken for SentencePiece) yields a
+    GGUF that loads but sees other tokens than training did, or aborts the process on a newline;
+    the comparison runs in a subprocess so such an abort becomes this error, not a dead kernel.
+    """
+    code = ("import json, sys; from llama_cpp import Llama; from transformers import AutoTokenizer; "
+            "gguf, folder, text = sys.argv[1:]; "
+            "llm = Llama(model_path=gguf, vocab_only=True, verbose=False); "
+            "ours = llm.tokenize(text.encode(), add_bos=True, special=True); "
+            "theirs = AutoTokenizer.from_pretrained(folder)(text).input_ids; "
+            "print(json.dumps([ours, theirs, llm.metadata.get('tokenizer.ggml.model')]))")
+    done = subprocess.run([sys.executable, "-c", code, str(gguf_path), str(model_dir), _TOKENIZER_PROBE],
+                          capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    if done.returncode == 0:
+        ours, theirs, kind = json.loads(done.stdout.strip().splitlines()[-1])
+        if ours == theirs:
+            return
+        why = f"llama.cpp ({kind} tokenizer) and the HF tokenizer disagree on a training prompt"
+    else:
+        why = f"llama.cpp crashed tokenizing a training prompt ({(done.stderr.strip().splitlines() or ['?'])[-1]})"
+    raise ExportError(f"{why}, so {gguf_path} would not see what training saw: fix the tokenizer files in "
+                      f"{model_dir} (a tokenizer.model for SentencePiece, a byte-level tokenizer.json for BPE).")
+
+
+def quantize(f16_gguf: str | Path, out_path: str | Path, ftype: str = "Q4_K_M", verbose: bool = False) -> Artifact:
+    """llama.cpp's quantizer (``llama_model_quantize``), in-process through llama-cpp-python.
+
+    llama.cpp logs a line per tensor; unless ``verbose``, only its errors reach the notebook.
+    """
+    try:
+        import llama_cpp
+    except ImportError:
+        _llama_cpp_python_version()  # raises the install hint when the package is missing
+        raise
+    code = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}", None)
+    if code is None:
+        raise ExportError(f"llama.cpp has no quantization type {ftype!r}: try Q4_K_M, Q5_K_M or Q6_K.")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = code
+    params.nthread = os.cpu_count() or 1
+    log = logging.getLogger("llama-cpp-python")  # llama-cpp-python forwards llama.cpp's log through it
+    level, start = log.level, time.perf_counter()
+    log.setLevel(logging.INFO if verbose else logging.ERROR)
+    try:
+        status = llama_cpp.llama_model_quantize(str(f16_gguf).encode(), str(out_path).encode(), params)
+    finally:
+        log.setLevel(level)
+    if status != 0:
+        raise ExportError(f"llama.cpp could not quantize {f16_gguf} to {ftype} (status {status}): "
+                          "check that it is an f16/f32 GGUF file.")
+    return Artifact(f"gguf {ftype.lower()}", Path(out_path), time.perf_counter() - start)
+
+
+def adapter_to_gguf(adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Path,
+                    name: str = "slipcore") -> Artifact:
+    """The LoRA adapter alone as a GGUF LoRA (``{name}-lora-F16.gguf``) for Ollama's ``ADAPTER`` line.
+
+    Only LoRA matrices fit in a GGUF adapter: an adapter that also trains whole layers
+    (peft ``modules_to_save``, e.g. the tiny model's embeddings) must be served merged instead.
+    """
+    adapter_dir, base_dir, out = Path(adapter_dir), Path(base_dir), Path(out_dir)
+    config_file = adapter_dir / "adapter_config.json"
+    if not config_file.is_file():
+        raise ExportError(f"no LoRA adapter at {adapter_dir} (adapter_config.json missing): run save_adapter first.")
+    if not (base_dir / "config.json").is_file():
+        raise ExportError(f"no base model at {base_dir} (config.json missing): pass the HF folder the LoRA was trained on.")
+    trained_whole = json.loads(config_file.read_text()).get("modules_to_save") or []
+    if trained_whole:
+        raise ExportError(f"the adapter also trains whole layers {trained_whole} (modules_to_save), which a GGUF "
+                          "LoRA cannot hold: serve the merged GGUF (to_gguf) instead.")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-lora-F16.gguf"
+    start = time.perf_counter()
+    _run_converter("convert_lora_to_gguf.py",
+                   [str(adapter_dir), "--base", str(base_dir), "--outtype", "f16", "--outfile", str(path)],
+                   out / f"{path.stem}.log")
+    return Artifact("gguf lora", path, time.perf_counter() - start)
+
+
+def tensor_type_counts(gguf_path: str | Path) -> dict[str, int]:
+    """How many tensors of each type (F16, Q8_0, Q4_K, Q6_K, ...) a GGUF file holds, via the vendored reader."""
+    converter = find_converter()
+    code = ("import collections, json, sys; from gguf import GGUFReader; "
+            "r = GGUFReader(sys.argv[1]); "
+            "print(json.dumps(collections.Counter(t.tensor_type.name for t in r.tensors)))")
+    done = subprocess.run([sys.executable, "-c", code, str(gguf_path)], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(converter / "gguf-py")))
+    if done.returncode != 0:
+        raise ExportError(f"could not read {gguf_path} as GGUF: {done.stderr.strip().splitlines()[-1:]}.")
+    return json.loads(done.stdout)
+
+
+def eos_token(gguf_path: str | Path) -> str:
+    """The EOS token's text as llama.cpp reads it from the GGUF (what Ollama's stop list must hold)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    try:
+        return llm._model.token_get_text(llm.token_eos())
+    finally:
+        llm.close()
+
+
+# ---------------------------------------------------------------------------- Modelfile
+
+
+@dataclass(frozen=True)
+class OllamaRecipe:
+    """The Modelfile on disk and the two commands a user types to create and try the model."""
+
+    modelfile: Path
+    model_name: str
+    create_command: str
+    run_command: str
+
+
+def _modelfile_quote(value: str) -> str:
+    """Quote a value the way Ollama's parser reads it back: no escapes exist, only ``"..."`` and ``\"\"\"...\"\"\"``."""
+    if '"""' in value:
+        raise ExportError(f"{value!r} holds triple quotes, which a Modelfile cannot express.")
+    if '"' in value or "\n" in value or "\r" in value:
+        return f'"""{value}"""'
+    return f'"{value}"'
+
+
+def modelfile_text(gguf: str, eos: str | None, adapter: str | None = None) -> str:
+    """The Modelfile: FROM the GGUF (+ ADAPTER), TEMPLATE and stops from :data:`PROMPT`, temperature 0."""
+    lines = [f"FROM {gguf}"]
+    if adapter:
+        lines.append(f"ADAPTER {adapter}")
+    lines.append(f"TEMPLATE {_modelfile_quote(PROMPT.ollama_template())}")
+    lines += [f"PARAMETER stop {_modelfile_quote(stop)}" for stop in PROMPT.stop_sequences(eos)]
+    lines.append("PARAMETER temperature 0")
+    return "\n".join(lines) + "\n"
+
+
+def write_modelfile(gguf_path: str | Path, out_dir: str | Path | None = None, model_name: str = "slipcore",
+                    adapter_path: str | Path | None = None, eos: str | None = None) -> OllamaRecipe:
+    """Write ``Modelfile`` next to the GGUF (paths relative when beside it) and return the ollama commands.
+
+    With ``adapter_path``, ``gguf_path`` must be the *base* model's GGUF (Ollama's ADAPTER route).
+    """
+    gguf_path = Path(gguf_path).resolve()
+    if not gguf_path.is_file():
+        raise ExportError(f"no GGUF file at {gguf_path}: run to_gguf first.")
+    out = Path(out_dir or gguf_path.parent).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def ref(path: Path) -> str:
+        return f"./{path.name}" if path.parent == out else str(path)
+
+    adapter = Path(adapter_path).resolve() if adapter_path else None
+    text = modelfile_text(ref(gguf_path), eos if eos is not None else eos_token(gguf_path),
+                          ref(adapter) if adapter else None)
+    modelfile = out / "Modelfile"
+    modelfile.write_text(text)
+    instruction = "You are the planner agent (id 2). Goal[1]: Add rate limiting. Respond with one nSLIP message."
+    return OllamaRecipe(
+        modelfile=modelfile,
+        model_name=model_name,
+        create_command=f"ollama create {model_name} -f {shlex.quote(str(modelfile))}",
+        run_command=f"ollama run {model_name} {shlex.quote(instruction)}",
+    )
+
+
+def parse_modelfile(text: str) -> list[tuple[str, str]]:
+    """(command, value) pairs exactly as Ollama's parser (``parser/parser.go``) reads a Modelfile.
+
+    A value runs to the end of its line, or on past newlines until its ``\"\"\"`` closes; quotes are
+    stripped and nothing is unescaped (a stop of one newline needs a real newline in triple quotes).
+    Only the commands we write are supported (FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER, comments).
+    """
+    commands: list[tuple[str, str]] = []
+    pos, n = 0, len(text)
+    while pos < n:
+        ch = text[pos]
+        if ch in " \t\r\n":
+            pos += 1
+            continue
+        if ch == "#":
+            pos = text.find("\n", pos)
+            pos = n if pos == -1 else pos
+            continue
+        start = pos
+        while pos < n and text[pos].isalpha():
+            pos += 1
+        name = text[start:pos].lower()
+        if name not in {"from", "adapter", "template", "system", "parameter"} or pos >= n or text[pos] not in " \t":
+            raise ExportError(f"Modelfile: bad command at offset {start}.")
+        pos += 1
+        if name == "parameter":
+            start = pos
+            while pos < n and (text[pos].isalnum() or text[pos] == "_"):
+                pos += 1
+            name = text[start:pos]
+            pos += 1
+        buffer = ""
+        while True:  # a value ends at a newline (or the end) once its quotes are closed
+            ch = text[pos] if pos < n else None
+            if ch is None or ch in "\r\n":
+                value, ok = _modelfile_unquote(buffer.strip())
+                if ok:
+                    commands.append((name, value))
+                    break
+                if ch is None:
+                    raise ExportError("Modelfile: unterminated quoted value.")
+            buffer += ch
+            pos += 1
+    return commands
+
+
+def _modelfile_unquote(value: str) -> tuple[str, bool]:
+    if value.startswith('"""'):
+        return (value[3:-3], True) if len(value) >= 6 and value.endswith('"""') else ("", False)
+    if value.startswith('"'):
+        return (value[1:-1], True) if len(value) >= 2 and value.endswith('"') else ("", False)
+    return value, True
+
+
+def render_template(template: str, prompt: str) -> str:
+    """What Ollama sends the model for ``/api/generate``: the template with ``{{ .Prompt }}`` filled in."""
+    return template.replace("{{ .Prompt }}", prompt)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m slipcore_nb.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fetch-converter", action="store_true",
+                        help="download llama.cpp's GGUF converter (matching the installed llama-cpp-python) into the cache")
+    args = parser.parse_args(argv)
+    if args.fetch_converter:
+        print(f"llama.cpp converter: {fetch_converter()}")
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    main()

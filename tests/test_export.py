@@ -1,0 +1,192 @@
+"""Export end to end on the tiny model: adapter, merge, GGUF f16/q8_0/Q4_K_M, LoRA GGUF, clear errors.
+
+Everything is real: llama.cpp's converter from the cache (``make venv`` fetches it), llama.cpp's
+quantizer, and llama.cpp (llama-cpp-python) loading each file and answering.
+"""
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from slipcore_nb import export
+from slipcore_nb.dataset import load_split
+from slipcore_nb.export import ExportError
+from slipcore_nb.prompts import PROMPT
+from slipcore_nb.serve import load_llama
+from slipcore_nb.tiny import build_tiny
+
+PROMPT_TEXT = PROMPT.prompt("You are the planner agent (id 2). Goal[1]: Add rate limiting. Respond with one nSLIP message.")
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _peft(tiny, **extra):
+    """A LoRA whose B is random (not zero), so merging visibly changes the model."""
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS,
+                                           init_lora_weights=False, **extra))
+
+
+def _logits(model, tokenizer):
+    with torch.no_grad():
+        return model(**tokenizer(PROMPT_TEXT, return_tensors="pt")).logits[0, -1].float()
+
+
+def _llama_cpp_logits(gguf, lora=None):
+    llm = load_llama(gguf, lora, n_ctx=256, logits_all=True)
+    try:
+        tokens = llm.tokenize(PROMPT_TEXT.encode())
+        llm.eval(tokens)
+        return np.array(llm.scores[len(tokens) - 1])
+    finally:
+        llm.close()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny):
+    return AutoTokenizer.from_pretrained(tiny)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tokenizer, tmp_path_factory):
+    """The tiny model's path through export, as notebook 04 runs it (LoRA + trained embeddings)."""
+    out = tmp_path_factory.mktemp("export")
+    model = _peft(tiny, modules_to_save=["embed_tokens", "lm_head"])
+    adapter = export.save_adapter(model, tokenizer, out / "lora")
+    merged = export.merge_to_16bit(model, tokenizer, out / "merged")
+    ggufs = export.to_gguf(merged.path, out / "gguf", name="tiny")
+    return {"model": model, "adapter": adapter, "merged": merged, "gguf": ggufs, "out": out}
+
+
+def test_converter_is_in_the_cache():
+    folder = export.find_converter()
+    assert (folder / "convert_hf_to_gguf.py").is_file() and (folder / "convert_lora_to_gguf.py").is_file()
+    assert (folder / "gguf-py" / "gguf" / "gguf_reader.py").is_file() and (folder / "conversion").is_dir()
+
+
+def test_adapter_folder_reloads_with_peft(exported):
+    names = {p.name for p in exported["adapter"].path.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.model"} <= names
+
+
+def test_merged_folder_matches_the_lora_model(exported, tokenizer, tiny):
+    merged_dir = exported["merged"].path
+    assert (merged_dir / "tokenizer.model").is_file()  # the converter needs the SentencePiece model
+    config = json.loads((merged_dir / "config.json").read_text())
+    assert config["dtype"] == "bfloat16"
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
+    lora, base = _logits(exported["model"], tokenizer), _logits(AutoModelForCausalLM.from_pretrained(tiny), tokenizer)
+    assert (lora - base).abs().max() > 0.5  # the adapter matters ...
+    assert torch.allclose(_logits(merged, tokenizer), lora, atol=0.05)  # ... and the merge kept it (bf16)
+    assert any("lora_A" in name for name, _ in exported["model"].named_parameters())  # notebook model intact
+
+
+def test_gguf_files_have_the_requested_tensor_types(exported):
+    ggufs = exported["gguf"]
+    assert list(ggufs) == ["f16", "q8_0", "q4_k_m"]
+    assert [a.path.name for a in ggufs.values()] == ["tiny-F16.gguf", "tiny-Q8_0.gguf", "tiny-Q4_K_M.gguf"]
+    assert ggufs["f16"].size_bytes > ggufs["q8_0"].size_bytes > ggufs["q4_k_m"].size_bytes
+    assert "F16" in export.tensor_type_counts(ggufs["f16"].path)
+    assert "Q8_0" in export.tensor_type_counts(ggufs["q8_0"].path)
+    kinds = export.tensor_type_counts(ggufs["q4_k_m"].path)
+    assert kinds.get("Q4_K", 0) > 0 and kinds.get("Q6_K", 0) > 0, kinds  # real K-quants, not a fallback
+    assert {"F16", "Q8_0"}.isdisjoint(kinds)
+    assert all(a.row()["MB"] > 0 for a in ggufs.values())
+
+
+@pytest.mark.parametrize("kind", ["f16", "q8_0", "q4_k_m"])
+def test_llama_cpp_loads_each_gguf_and_answers(exported, kind):
+    llm = load_llama(exported["gguf"][kind].path, n_ctx=256)
+    try:
+        out = llm(PROMPT_TEXT, max_tokens=8, temperature=0)
+    finally:
+        llm.close()
+    assert out["usage"]["completion_tokens"] > 0
+
+
+def test_f16_gguf_agrees_with_the_merged_folder(exported, tokenizer):
+    merged = AutoModelForCausalLM.from_pretrained(exported["merged"].path, dtype=torch.float32)
+    hf = _logits(merged, tokenizer).numpy()
+    gguf = _llama_cpp_logits(exported["gguf"]["f16"].path)
+    assert np.abs(hf - gguf).max() < 0.05
+    assert hf.argmax() == gguf.argmax()
+
+
+def test_eos_token_read_from_the_gguf(exported):
+    assert export.eos_token(exported["gguf"]["q4_k_m"].path) == "</s>"
+
+
+def test_lora_gguf_applied_by_llama_cpp_equals_the_merged_model(tiny, tokenizer, tmp_path):
+    model = _peft(tiny)
+    adapter = export.save_adapter(model, tokenizer, tmp_path / "lora")
+    lora_gguf = export.adapter_to_gguf(adapter.path, tiny, tmp_path / "gguf", name="tiny")
+    assert lora_gguf.path.name == "tiny-lora-F16.gguf" and lora_gguf.size_bytes > 0
+    base = export.to_gguf(tiny, tmp_path / "gguf", types=("f16",), name="base")["f16"]
+    merged_dir = export.merge_to_16bit(model, tokenizer, tmp_path / "merged").path
+    merged = export.to_gguf(merged_dir, tmp_path / "gguf", types=("f16",), name="merged")["f16"]
+    with_lora, plain = _llama_cpp_logits(base.path, lora_gguf.path), _llama_cpp_logits(base.path)
+    assert np.abs(with_lora - plain).max() > 0.5  # llama.cpp applied the adapter
+    assert np.abs(with_lora - _llama_cpp_logits(merged.path)).max() < 0.05
+
+
+def test_adapter_with_whole_trained_layers_is_refused(exported, tiny):
+    with pytest.raises(ExportError, match="modules_to_save.*serve the merged GGUF"):
+        export.adapter_to_gguf(exported["adapter"].path, tiny, exported["out"] / "gguf")
+
+
+def test_missing_pieces_raise_one_clear_error(tmp_path, monkeypatch, tiny):
+    with pytest.raises(ExportError, match="no merged model at .*run merge_to_16bit first"):
+        export.to_gguf(tmp_path / "merged", tmp_path / "gguf")
+    with pytest.raises(ExportError, match="unknown GGUF type"):
+        export.to_gguf(tiny, tmp_path / "gguf", types=("q3_xs",))
+    with pytest.raises(ExportError, match="no LoRA adapter at .*run save_adapter first"):
+        export.adapter_to_gguf(tmp_path / "lora", tiny, tmp_path / "gguf")
+    monkeypatch.setenv("SLIPCORE_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ExportError, match="llama.cpp converter not found: run .*--fetch-converter.* or set LLAMA_CPP_DIR"):
+        export.to_gguf(tiny, tmp_path / "gguf", types=("f16",))
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path))
+    with pytest.raises(ExportError, match="LLAMA_CPP_DIR=.* holds no convert_hf_to_gguf.py"):
+        export.find_converter()
+
+
+def test_a_tokenizer_llama_cpp_reads_differently_is_caught(exported, tmp_path):
+    export.check_tokenizer(exported["gguf"]["f16"].path, exported["merged"].path)  # the real pair agrees
+    # A tokenizer trained on another corpus: same kind of files, other ids.
+    other = build_tiny(load_split("eval"), root=tmp_path)
+    with pytest.raises(ExportError, match="disagree on a training prompt.*fix the tokenizer files"):
+        export.check_tokenizer(exported["gguf"]["f16"].path, other)
+
+
+def test_converter_failure_names_its_log(tmp_path, tiny):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"architectures": ["NoSuchModelForCausalLM"]}))
+    with pytest.raises(ExportError, match=r"convert_hf_to_gguf.py failed .*full log: .*broken-F16.log"):
+        export.to_gguf(broken, tmp_path, types=("f16",), name="broken")
+
+
+def test_extraction_takes_only_the_converter_files(tmp_path):
+    sdist = tmp_path / "llama_cpp_python-9.9.9.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name in ["convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion/llama.py",
+                     "gguf-py/gguf/__init__.py", "gguf-py/tests/test_x.py", "src/llama.cpp", "../evil.py"]:
+            data = b"# " + name.encode()
+            info = tarfile.TarInfo(f"llama_cpp_python-9.9.9/vendor/llama.cpp/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    export._extract_converter(sdist, tmp_path / "llama.cpp-9.9.9")
+    files = sorted(str(p.relative_to(tmp_path / "llama.cpp-9.9.9"))
+                   for p in (tmp_path / "llama.cpp-9.9.9").rglob("*") if p.is_file())
+    assert files == ["conversion/llama.py", "convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "gguf-py/gguf/__init__.py"]
+    assert not (tmp_path / "evil.py").exists()

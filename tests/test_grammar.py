@@ -1,0 +1,114 @@
+"""The nSLIP GBNF grammar, checked with llama.cpp's own grammar engine on the tiny model's vocabulary.
+
+Two directions: every string the grammar lets llama.cpp sample decodes (and is canonical), and every
+dataset target is admitted. Malformed messages are refused by the same engine.
+"""
+
+import random
+
+import pytest
+
+from slipcore_nb import export
+from slipcore_nb.dataset import load_split
+from slipcore_nb.grammar import MAX_INT_DIGITS, MAX_TAG_CHARS, GrammarChecker, nslip_gbnf, write_gbnf
+from slipcore_nb.prompts import PROMPT
+from slipcore_nb.protocol import Act, Frame, Message, Slot, decode, encode, to_base62
+from slipcore_nb.serve import load_llama
+from slipcore_nb.tiny import build_tiny
+
+
+@pytest.fixture(scope="module")
+def gguf(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grammar")
+    return export.to_gguf(build_tiny(), out, types=("f16",), name="tiny")["f16"].path
+
+
+@pytest.fixture(scope="module")
+def checker(gguf):
+    checker = GrammarChecker(gguf)
+    yield checker
+    checker.close()
+
+
+def test_grammar_is_built_from_the_protocol_tables():
+    text = nslip_gbnf()
+    assert text.startswith('root ::= "@" "a" act "|f" frame "|c" int "|S" int "|d" int "|T" int slot-goal-id? ')
+    assert "act ::= " + " | ".join(f'"{to_base62(a)}"' for a in Act) + "\n" in text
+    assert "frame ::= " + " | ".join(f'"{to_base62(f)}"' for f in Frame) + "\n" in text
+    order = [text.index(f"slot-{s.name.lower().replace('_', '-')}?") for s in Slot]
+    assert order == sorted(order)
+    assert nslip_gbnf(max_int_digits=None, max_tag_chars=None).count("{0,") == 0
+
+
+def test_every_dataset_target_is_admitted(checker):
+    targets = [ex["target"] for split in ("train", "eval") for ex in load_split(split)]
+    refused = [t for t in targets if not checker.accepts(t)]
+    assert len(targets) > 1000 and refused == []
+
+
+def test_canonical_messages_within_the_bounds_are_admitted(checker):
+    rng = random.Random(0)
+    printable = "".join(chr(c) for c in range(0x20, 0x7F))
+    for _ in range(300):
+        slots = {s: rng.randrange(62**MAX_INT_DIGITS) for s in Slot if not s.is_text and rng.random() < 0.5}
+        if rng.random() < 0.7:
+            slots[Slot.TAG] = "".join(rng.choice(printable) for _ in range(rng.randrange(MAX_TAG_CHARS + 1)))
+        msg = Message(conv=rng.randrange(10**9), turn=rng.randrange(1000), src=rng.randrange(62),
+                      dst=rng.randrange(62), act=rng.choice(list(Act)), frame=rng.choice(list(Frame)), slots=slots)
+        assert checker.accepts(encode(msg)), encode(msg)
+
+
+@pytest.mark.parametrize("text, why", [
+    ('@aB|f1|c1|S1|d0|T2#', "act code 11 is out of range"),
+    ('@a4|f5|c1|S1|d0|T2#', "frame code 5 is out of range"),
+    ('@a4|f1|c01|S1|d0|T2#', "leading zero (not canonical)"),
+    ('@f1|a4|c1|S1|d0|T2#', "header out of order"),
+    ('@a4|f1|c1|S1|d0#', "turn missing"),
+    ('@a4|f1|c1|S1|d0|T2|k1|g1#', "slots out of SLOT_ORDER"),
+    ('@a4|f1|c1|S1|d0|T2|g1|g2#', "duplicate slot"),
+    ('@a4|f1|c1|S1|d0|T2|x1#', "unknown prefix"),
+    ('@a4|f1|c1|S1|d0|T2|t"a\\x"#', "bad escape"),
+    ('@a4|f1|c1|S1|d0|T2|t"a"b"#', "unescaped quote"),
+    ('@a4|f1|c1|S1|d0|T2|t"a\nb"#', "newline in a tag"),
+    ('@a4|f1|c1|S1|d0|T2|tplan#', "unquoted tag"),
+    ('@a4|f1|c1|S1|d0|T2|g#', "empty value"),
+    ('@a4|f1|c1|S1|d0|T2', "no closing #"),
+    ('@a4|f1|c1|S1|d0|T2##', "text after #"),
+    (' @a4|f1|c1|S1|d0|T2#', "leading space"),
+    ("@a4|f1|c" + "1" * (MAX_INT_DIGITS + 1) + "|S1|d0|T2#", "number longer than the bound"),
+    ('@a4|f1|c1|S1|d0|T2|t"' + "x" * (MAX_TAG_CHARS + 1) + '"#', "tag longer than the bound"),
+])
+def test_malformed_messages_are_refused(checker, text, why):
+    assert not checker.accepts(text), why
+
+
+def test_escapes_and_wire_characters_inside_tags_are_admitted(checker):
+    for tag in ['a|b', 'x#y', 'say "hi"', 'back\\slash', '']:
+        text = encode(Message(conv=1, turn=2, src=1, dst=0, act=Act.PROPOSE, frame=Frame.PLAN, slots={Slot.TAG: tag}))
+        assert checker.accepts(text) and decode(text).slots[Slot.TAG] == tag
+
+
+def test_every_sampled_string_decodes(gguf):
+    """High-temperature sampling from a random model under the grammar: whatever comes out is canonical nSLIP."""
+    from llama_cpp import LlamaGrammar
+
+    llm = load_llama(gguf, n_ctx=1024)
+    grammar = LlamaGrammar.from_string(nslip_gbnf(), verbose=False)
+    texts = []
+    try:
+        for i in range(40):
+            out = llm(PROMPT.prompt(f"Goal[{i}]: anything"), grammar=grammar, temperature=2.0, top_k=0,
+                      top_p=1.0, min_p=0.0, max_tokens=600, seed=i)["choices"][0]
+            assert out["finish_reason"] == "stop", out  # the grammar ended it, not the token limit
+            texts.append(out["text"])
+    finally:
+        llm.close()
+    for text in texts:
+        assert encode(decode(text)) == text
+    assert len({decode(t).act for t in texts}) >= 6  # the sampler really explored
+    assert any(Slot.TAG in decode(t).slots for t in texts)
+
+
+def test_write_gbnf(tmp_path):
+    path = write_gbnf(tmp_path / "nslip.gbnf")
+    assert path.read_text() == nslip_gbnf()
