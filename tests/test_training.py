@@ -1,0 +1,140 @@
+"""Training on the real tiny model: exact TRL arguments, label masking, loss goes down, resume."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trl
+from transformers import TrainerCallback
+
+from slipcore_nb import models, training
+from slipcore_nb.dataset import load_split
+from slipcore_nb.prompts import PROMPT
+
+EXAMPLES = load_split("train")[:256]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def tiny_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SLIPCORE_CACHE", str(tmp_path_factory.getbasetemp() / "slipcore-cache"))
+    monkeypatch.delenv("SLIPCORE_BACKEND", raising=False)
+
+
+def config(tmp_path, **kw):
+    return training.TrainConfig.from_spec(models.get_spec("tiny"), output_dir=tmp_path, **kw)
+
+
+def test_config_from_sliders_and_registry(tmp_path):
+    spec = models.get_spec("tiny")
+    default = training.TrainConfig.from_spec(spec, output_dir=tmp_path)
+    assert (default.max_steps, default.learning_rate, default.lora_rank) == (spec.max_steps, spec.learning_rate, 16)
+    moved = training.TrainConfig.from_spec(spec, max_steps=40, rank=8, lr=1e-3, output_dir=tmp_path)
+    assert (moved.max_steps, moved.learning_rate, moved.lora_rank, moved.save_steps) == (40, 1e-3, 8, 40)
+    assert moved.output_dir == tmp_path / "tiny-r8"
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "transformers"])
+def test_cpu_sft_config_is_accepted_by_installed_trl(tmp_path, backend):
+    kwargs = training.sft_config_kwargs(config(tmp_path), backend, cuda=False)
+    args = trl.SFTConfig(**kwargs)
+    assert args.use_cpu and not args.fp16 and not args.gradient_checkpointing
+    assert args.completion_only_loss and args.max_length == 512
+    assert kwargs["optim"] == "adamw_torch"  # Unsloth, once imported, may swap in the fused variant
+    if backend == "transformers":
+        assert not args.bf16
+
+
+def test_cuda_sft_config_names_real_fields(tmp_path):
+    """SFTConfig refuses fp16 without a GPU, so on CPU check the CUDA keywords are real fields."""
+    kwargs = training.sft_config_kwargs(config(tmp_path), "unsloth", cuda=True)
+    fields = {f.name for f in dataclasses.fields(trl.SFTConfig)}
+    assert set(kwargs) <= fields
+    assert kwargs["optim"] == "adamw_8bit" and kwargs["bf16"] != kwargs["fp16"]
+
+
+def test_prompt_completion_rows_come_from_prompts():
+    rows = training.prompt_completion_dataset(EXAMPLES[:2], "</s>")
+    assert rows[0] == {"prompt": PROMPT.prompt(EXAMPLES[0]["input"]),
+                       "completion": PROMPT.completion(EXAMPLES[0]["target"], "</s>")}
+
+
+@pytest.fixture
+def loaded():
+    return models.load_model("tiny")
+
+
+def test_only_the_answer_is_trained_on(loaded, tmp_path):
+    trainer = training.make_trainer(loaded, EXAMPLES[:8], config(tmp_path, max_steps=1))
+    view = training.masked_example(trainer, index=3)
+    assert view.masked_text == "<s>" + PROMPT.prompt(EXAMPLES[3]["input"])
+    assert view.trained_text == EXAMPLES[3]["target"] + "</s>"
+    assert view.masked_tokens > view.trained_tokens > 10
+    assert "not trained on" in str(view)
+
+
+def _assert_learns(losses):
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
+
+
+def test_short_training_lowers_the_loss_through_unsloth(tmp_path):
+    loaded = models.load_model("tiny")
+    assert loaded.backend == "unsloth"
+    result = training.train(training.make_trainer(loaded, EXAMPLES, config(tmp_path, max_steps=30)))
+    assert result.steps == 30 and not result.interrupted
+    _assert_learns([loss for _, loss in result.loss_history])
+
+
+TRANSFORMERS_ONLY = """
+import sys
+from slipcore_nb import models, training
+from slipcore_nb.dataset import load_split
+loaded = models.load_model("tiny", backend="transformers")
+config = training.TrainConfig.from_spec(loaded.spec, max_steps=30, output_dir=sys.argv[1])
+result = training.train(training.make_trainer(loaded, load_split("train")[:256], config))
+assert "unsloth" not in sys.modules  # stock TRL, not the classes Unsloth patches on import
+print(result.steps, *[loss for _, loss in result.loss_history])
+"""
+
+
+def test_short_training_lowers_the_loss_with_plain_trl(tmp_path):
+    """In its own process: importing Unsloth patches TRL for the whole process, so this one never does."""
+    done = subprocess.run([sys.executable, "-c", TRANSFORMERS_ONLY, str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "SLIPCORE_BACKEND": "transformers"}, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps, *losses = done.stdout.splitlines()[-1].split()
+    assert int(steps) == 30
+    _assert_learns([float(x) for x in losses])
+
+
+class StopAt(TrainerCallback):
+    """Stands in for the notebook's stop button: a KeyboardInterrupt in the middle of training."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
+    cfg = config(tmp_path, max_steps=8, save_steps=3)
+    straight = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg), resume=False)
+
+    stopped = training.train(
+        training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg, callbacks=(StopAt(5),)), resume=False
+    )
+    assert stopped.interrupted and training.last_checkpoint(cfg.output_dir).endswith("checkpoint-3")
+
+    resumed = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg))
+    assert resumed.resumed_from.endswith("checkpoint-3") and resumed.steps == 8
+    assert [step for step, _ in resumed.loss_history] == list(range(1, 9))
+    # Same data order and weights as the uninterrupted run: the same losses.
+    assert [loss for _, loss in resumed.loss_history] == pytest.approx(
+        [loss for _, loss in straight.loss_history], rel=1e-3
+    )
