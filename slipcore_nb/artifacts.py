@@ -28,6 +28,11 @@ class MissingArtifact(FileNotFoundError):
     """An earlier notebook's output is not there; the message says which notebook to run."""
 
 
+def cache_root() -> Path:
+    """Built models and the llama.cpp converter, shared by all runs: ``$SLIPCORE_CACHE`` or ``~/.cache/slipcore_nb``."""
+    return Path(os.environ.get("SLIPCORE_CACHE") or Path.home() / ".cache" / "slipcore_nb")
+
+
 def output_dir() -> Path:
     """``SLIPCORE_OUTPUT_DIR`` or ``outputs/`` at the repository root (created on demand)."""
     path = Path(os.environ.get("SLIPCORE_OUTPUT_DIR") or REPO / "outputs").resolve()

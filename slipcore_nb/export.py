@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from .artifacts import cache_root
 from .prompts import PROMPT
 
 # Files of vendor/llama.cpp/ the converters need; everything else in the 74 MB sdist is C++.
@@ -65,11 +66,6 @@ class Artifact:
 
 
 # ---------------------------------------------------------------------------- the llama.cpp converter
-
-
-def cache_root() -> Path:
-    """``$SLIPCORE_CACHE`` or ``~/.cache/slipcore_nb``: shared with the model cache of :mod:`slipcore_nb.tiny`."""
-    return Path(os.environ.get("SLIPCORE_CACHE") or Path.home() / ".cache" / "slipcore_nb")
 
 
 def _llama_cpp_python_version() -> str:

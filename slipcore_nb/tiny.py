@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .artifacts import cache_root
 from .prompts import PROMPT
 from .protocol import END, HEADER_FIELDS, SEP, SLOT_BY_PREFIX, START
 
@@ -41,11 +42,6 @@ ARCHITECTURE = dict(
 SPECIAL = {"unk": (0, "<unk>"), "bos": (1, "<s>"), "eos": (2, "</s>"), "pad": (3, "<pad>")}
 # Each prefix glued to the separator before it, plus the newline (kept verbatim, it ends an answer).
 WIRE_SYMBOLS = tuple(sep + p for sep in (START, SEP) for p in (*HEADER_FIELDS, *SLOT_BY_PREFIX)) + (END, "\n")
-
-
-def cache_root() -> Path:
-    """Where built models live: ``$SLIPCORE_CACHE`` or ``~/.cache/slipcore_nb``."""
-    return Path(os.environ.get("SLIPCORE_CACHE") or Path.home() / ".cache" / "slipcore_nb")
 
 
 def corpus_from_examples(examples: list[dict]) -> list[str]:
