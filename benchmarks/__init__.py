@@ -1,0 +1,1 @@
+"""Benchmarks for slipcore-notebooks: quality curve, token economics, speed (``make bench``)."""

@@ -1,0 +1,84 @@
+"""What every benchmark shares: where results go, and the machine/command header of each JSON file."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+WORK_DIR = BENCH_DIR / ".work"  # adapters, merged folders, GGUFs: large, git-ignored
+
+# Nothing here may reach a hub, and Unsloth must never apt-get / git clone.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("UNSLOTH_AUTO_INSTALL", "0")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def results_dir(quick: bool) -> Path:
+    """``benchmarks/results/`` for real runs; smoke runs (``--quick``) go to ``results/quick/`` instead."""
+    path = BENCH_DIR / "results" / ("quick" if quick else "")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def work_dir(quick: bool) -> Path:
+    path = WORK_DIR / ("quick" if quick else "full")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def command(module: str) -> str:
+    """The command line that reproduces this run."""
+    return shlex.join(["python", "-m", module, *sys.argv[1:]])
+
+
+def header(module: str) -> dict:
+    """Machine, package versions, date and command: the first keys of every results file."""
+    from slipcore_nb.environment import package_versions
+    from slipcore_nb.models import detect_hardware
+
+    return {
+        "benchmark": module.rsplit(".", 1)[-1],
+        "command": command(module),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": detect_hardware().describe(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "packages": package_versions(),
+    }
+
+
+def write_results(out_dir: Path, name: str, data: dict, markdown: str) -> tuple[Path, Path]:
+    """``{name}.json`` (everything) and ``{name}.md`` (the table for the README)."""
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    md_path.write_text(markdown.rstrip() + "\n")
+    print(f"wrote {json_path}\nwrote {md_path}")
+    return json_path, md_path
+
+
+def md_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A GitHub markdown table from dict rows (floats to one decimal)."""
+    columns = columns or list(rows[0])
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.1f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def footer(data: dict) -> str:
+    """The provenance line under each markdown table."""
+    return (f"\n_{data['machine']}; torch {data['packages'].get('torch')}, unsloth {data['packages'].get('unsloth')}, "
+            f"transformers {data['packages'].get('transformers')}; {data['date'][:10]}; "
+            f"`{data['command']}`_\n")

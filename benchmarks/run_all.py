@@ -1,0 +1,63 @@
+"""Every benchmark, one after another, each in its own process (``make bench``).
+
+    python -m benchmarks.run_all [--quick] [--only token_economics,quality_curve,speed]
+
+Order matters: ``quality_curve`` keeps its trained adapter, which ``speed`` then exports and serves
+(unless notebooks 03-04 already exported a model of the same name). Each benchmark runs in a fresh
+process because importing unsloth patches TRL for the whole process. Results land in
+``benchmarks/results/`` (``results/quick/`` with ``--quick``); ``results/summary.md`` joins the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from .common import REPO, header, results_dir
+
+MODULE = "benchmarks.run_all"
+BENCHMARKS = ("token_economics", "quality_curve", "speed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run of every benchmark (a few minutes)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument("--eval-limit", type=int, help="passed to quality_curve: evaluate on the first N eval examples")
+    parser.add_argument("--rank-steps", type=int, help="passed to quality_curve: steps of each LoRA-rank run (default 100)")
+    args = parser.parse_args(argv)
+    passed = {"quality_curve": [*(["--eval-limit", str(args.eval_limit)] if args.eval_limit else []),
+                                *(["--rank-steps", str(args.rank_steps)] if args.rank_steps else [])]}
+    selected = [b for b in BENCHMARKS if not args.only or b in args.only.split(",")]
+    out = results_dir(args.quick)
+    data = header(MODULE)
+    data["runs"] = {}
+    failed = []
+    for name in selected:
+        cmd = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else []), *passed.get(name, [])]
+        print(f"=== {name}: {' '.join(cmd[1:])}", flush=True)
+        start = time.perf_counter()
+        done = subprocess.run(cmd, cwd=REPO)
+        minutes = round((time.perf_counter() - start) / 60, 1)
+        data["runs"][name] = {"exit_code": done.returncode, "minutes": minutes}
+        print(f"=== {name}: exit {done.returncode} after {minutes} min", flush=True)
+        if done.returncode != 0:
+            failed.append(name)
+    data["total_minutes"] = round(sum(r["minutes"] for r in data["runs"].values()), 1)
+    data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    (out / "run_all.json").write_text(json.dumps(data, indent=2) + "\n")
+    tables = [(out / f"{name}.md").read_text() for name in selected if (out / f"{name}.md").is_file()]
+    (out / "summary.md").write_text("\n\n".join(tables))
+    print(f"total {data['total_minutes']} min; wrote {out / 'run_all.json'} and {out / 'summary.md'}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
