@@ -9,13 +9,13 @@ Checkpoints are written every ``save_steps``; running :func:`train` again contin
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import artifacts
 from .models import LoadedModel, ModelSpec
 from .prompts import PROMPT
 
@@ -49,7 +49,7 @@ class TrainConfig:
         """Slider values win; ``None`` means the model's default. Each model and rank gets its own run folder."""
         max_steps = max_steps or spec.max_steps
         rank = rank or spec.lora_rank
-        root = Path(output_dir or Path(os.environ.get("SLIPCORE_OUTPUT_DIR", "outputs")) / "checkpoints")
+        root = Path(output_dir or artifacts.output_dir() / "checkpoints")
         config = cls(
             max_steps=max_steps,
             learning_rate=lr or spec.learning_rate,

@@ -138,3 +138,11 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     assert [loss for _, loss in resumed.loss_history] == pytest.approx(
         [loss for _, loss in straight.loss_history], rel=1e-3
     )
+
+
+def test_checkpoints_go_under_the_output_dir_whatever_the_working_directory(tmp_path, monkeypatch):
+    """Notebooks run with notebooks/ as working directory; checkpoints must still land in outputs/."""
+    monkeypatch.setenv("SLIPCORE_OUTPUT_DIR", str(tmp_path / "out"))
+    monkeypatch.chdir(tmp_path)
+    config = training.TrainConfig.from_spec(models.get_spec("tiny"), rank=8)
+    assert config.output_dir == (tmp_path / "out" / "checkpoints" / "tiny-r8").resolve()
