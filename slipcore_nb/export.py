@@ -391,7 +391,10 @@ def write_modelfile(gguf_path: str | Path, out_dir: str | Path | None = None, mo
     out.mkdir(parents=True, exist_ok=True)
 
     def ref(path: Path) -> str:
-        return f"./{path.name}" if path.parent == out else str(path)
+        """Relative to the Modelfile when it shares a folder tree with it, so the folder can be copied."""
+        if path.is_relative_to(out.parent):
+            return "./" + os.path.relpath(path, out) if path.parent == out else os.path.relpath(path, out)
+        return str(path)
 
     adapter = Path(adapter_path).resolve() if adapter_path else None
     text = modelfile_text(ref(gguf_path), eos if eos is not None else eos_token(gguf_path),

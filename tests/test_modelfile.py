@@ -95,3 +95,11 @@ def test_missing_pieces_are_named(tmp_path):
         write_modelfile(tmp_path / "absent.gguf", eos="</s>")
     with pytest.raises(ExportError, match="no Modelfile .*write_modelfile"):
         read_modelfile(tmp_path / "Modelfile")
+
+
+def test_a_modelfile_in_a_subfolder_points_up_to_the_gguf(recipe):
+    """04 writes one Modelfile per GGUF type in gguf/ollama-<type>/: the gguf/ folder stays portable."""
+    gguf = recipe.modelfile.parent / "slipcore-Q4_K_M.gguf"
+    nested = write_modelfile(gguf, out_dir=gguf.parent / "ollama-q4_k_m", eos="</s>")
+    assert dict(parse_modelfile(nested.modelfile.read_text()))["from"] == "../slipcore-Q4_K_M.gguf"
+    assert read_modelfile(nested.modelfile).gguf == gguf
