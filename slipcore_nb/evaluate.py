@@ -118,7 +118,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only: pad on the left
     device = next(model.parameters()).device
     batches = range(0, len(prompts), batch_size)
     if progress:
@@ -139,6 +139,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
                 outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     finally:
         model.train(was_training)
+        tokenizer.padding_side = padding_side  # the trainer shares this tokenizer
     return outputs
 
 

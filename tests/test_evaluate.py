@@ -91,3 +91,17 @@ def test_report_table_per_role_and_overall(by_role):
     assert report.summary()["protocol_correct"] == 75.0
     with pytest.raises(ValueError):
         score_outputs(examples, outputs[:2])
+
+
+def test_generate_leaves_the_shared_tokenizer_as_it_found_it():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from slipcore_nb.evaluate import generate
+    from slipcore_nb.tiny import build_tiny
+
+    folder = build_tiny()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.padding_side = "right"
+    outputs = generate(AutoModelForCausalLM.from_pretrained(folder), tokenizer, ["a", "longer prompt"],
+                       max_new_tokens=2)
+    assert len(outputs) == 2 and tokenizer.padding_side == "right"
