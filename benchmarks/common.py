@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import resource
 import shlex
 import sys
+import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -36,6 +38,37 @@ def work_dir(quick: bool) -> Path:
 def command(module: str) -> str:
     """The command line that reproduces this run."""
     return shlex.join(["python", "-m", module, *sys.argv[1:]])
+
+
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(wall clock, busy CPU seconds of the whole machine, CPU seconds of this process and its reaped children).
+
+    None where ``/proc/stat`` does not exist (not Linux).
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    machine = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    own = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                               resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return time.monotonic(), machine, own
+
+
+_STARTED = _cpu_seconds()
+
+
+def other_processes_cores(since: tuple[float, float, float] | None = _STARTED) -> float | None:
+    """Mean number of cores that *other* processes kept busy since ``since`` (default: since this benchmark started).
+
+    The load average cannot tell: a benchmark that uses both cores pushes it to 2 by itself.
+    """
+    now = _cpu_seconds()
+    if since is None or now is None or now[0] <= since[0]:
+        return None
+    wall, machine, own = (b - a for a, b in zip(since, now))
+    return round(max(0.0, machine - own) / wall, 2)
 
 
 def header(module: str) -> dict:
@@ -77,8 +110,19 @@ def md_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def finish(data: dict) -> None:
+    """Record how busy the machine was while the benchmark ran (call it last, before the markdown)."""
+    data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    data["other_processes_cores"] = other_processes_cores()
+
+
 def footer(data: dict) -> str:
-    """The provenance line under each markdown table."""
-    return (f"\n_{data['machine']}; torch {data['packages'].get('torch')}, unsloth {data['packages'].get('unsloth')}, "
+    """The provenance line under each markdown table, after a warning if other processes competed for the CPU."""
+    others = data.get("other_processes_cores")
+    warning = ""
+    if others is not None and others > 0.25:
+        warning = (f"\n**Warning**: other processes kept {others:.1f} of {data.get('cpu_count')} cores busy "
+                   "during this run: its timings are inflated; rerun on an idle machine.\n")
+    return (f"{warning}\n_{data['machine']}; torch {data['packages'].get('torch')}, unsloth {data['packages'].get('unsloth')}, "
             f"transformers {data['packages'].get('transformers')}; {data['date'][:10]}; "
             f"`{data['command']}`_\n")

@@ -18,7 +18,7 @@ import gc
 import sys
 import time
 
-from .common import footer, header, md_table, results_dir, work_dir, write_results
+from .common import finish, footer, header, md_table, results_dir, work_dir, write_results
 
 MODULE = "benchmarks.quality_curve"
 SHOWN = ("valid", "protocol_correct", "exact", "free_ok")
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 rank_note=("each rank is its own run to rank_steps (its linear schedule ends there), so the "
                            "curve's point at the same step count, mid-way through a longer schedule, is not reused"),
                 curve_adapter=str(adapter.path), seconds=round(time.perf_counter() - started, 1))
+    finish(data)
 
     columns = ["steps", *SHOWN, "act_frame", "turn", "conv", "ids", "src_dst", "slots", "train_minutes"]
     md = [f"### Quality curve: {model} learning nSLIP", "",

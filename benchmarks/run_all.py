@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 
-from .common import REPO, header, results_dir
+from .common import REPO, finish, header, results_dir
 
 MODULE = "benchmarks.run_all"
 BENCHMARKS = ("token_economics", "quality_curve", "speed")
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if done.returncode != 0:
             failed.append(name)
     data["total_minutes"] = round(sum(r["minutes"] for r in data["runs"].values()), 1)
-    data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    finish(data)
     (out / "run_all.json").write_text(json.dumps(data, indent=2) + "\n")
     tables = [(out / f"{name}.md").read_text() for name in selected if (out / f"{name}.md").is_file()]
     (out / "summary.md").write_text("\n\n".join(tables))

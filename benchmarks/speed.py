@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import REPO, footer, header, md_table, results_dir, work_dir, write_results
+from .common import REPO, finish, footer, header, md_table, results_dir, work_dir, write_results
 
 MODULE = "benchmarks.speed"
 PARTS = ("training", "generation", "notebooks")
@@ -271,10 +271,6 @@ def markdown(data: dict) -> str:
         env = ", ".join(f"{k}={v}" for k, v in n["env"].items())
         md += [f"**Notebooks** executed headless in order ({env}, fresh kernel each, temporary output dir):", "",
                md_table(n["rows"] + [{"notebook": "total", "seconds": n["total_seconds"]}]), ""]
-    busy = max(data["load_average_at_start"][0], data.get("load_average_at_end", [0])[0])
-    if busy > 0.5 * (data.get("cpu_count") or 1):
-        md.append(f"**Warning**: the machine was busy (1-min load average up to {busy:.1f} on "
-                  f"{data.get('cpu_count')} cores): these timings are inflated; rerun on an idle machine.")
     md.append(footer(data))
     return "\n".join(md)
 
@@ -317,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         prefixes = args.notebooks.split(",") if args.notebooks else (["01", "02"] if args.quick else [])
         data["notebooks"] = notebook_times(args.quick, prefixes, work_dir(args.quick), log)
     data["seconds"] = round(time.perf_counter() - started, 1)
-    data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    finish(data)
     write_results(results_dir(args.quick), "speed", data, markdown(data))
     return 0
 

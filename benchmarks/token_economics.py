@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import footer, header, md_table, results_dir, write_results
+from .common import finish, footer, header, md_table, results_dir, write_results
 
 MODULE = "benchmarks.token_economics"
 CLAIM = 63.0  # the protocol README: "63 % fewer tokens than JSON"
@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     md = head + [summary, "", *lines, "", note, "",
                  "**Overall, mean per message**", "", md_table(overall_rows), ""] + md[4:]
     data["seconds"] = round(time.perf_counter() - start, 1)
+    finish(data)
     md.append(footer(data))
     write_results(results_dir(args.quick), "token_economics", data, "\n".join(md))
     print(summary)

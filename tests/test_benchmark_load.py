@@ -1,0 +1,29 @@
+"""The benchmarks' busy-machine check: CPU of other processes, not of the benchmark and its children."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks import common
+
+SPIN = "import time\nend = time.time() + 1.5\nwhile time.time() < end:\n    pass\n"
+
+
+@pytest.mark.skipif(common._cpu_seconds() is None, reason="needs /proc/stat (Linux)")
+def test_a_child_counts_as_another_process_until_it_is_reaped():
+    start = common._cpu_seconds()
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+    time.sleep(2.5)  # the child has spun and exited, but nobody waited for it yet
+    unreaped = common.other_processes_cores(start)
+    spinner.wait()
+    reaped = common.other_processes_cores(start)
+    # ~1.5 CPU seconds over ~2.5 s move from "other" to "own" once the child is reaped.
+    assert unreaped - reaped > 0.4, (unreaped, reaped)
+
+
+def test_footer_warns_only_when_others_competed():
+    data = {"machine": "m", "packages": {}, "date": "2026-01-01", "command": "c", "cpu_count": 2}
+    assert "Warning" not in common.footer({**data, "other_processes_cores": 0.05})
+    assert "1.2 of 2 cores" in common.footer({**data, "other_processes_cores": 1.2})
