@@ -4,14 +4,14 @@
     python scripts/train_unsloth.py --model smollm2-135m --max-steps 120 --rank 16 --lr 1e-3
 
 Loads the model (Unsloth, or transformers + peft as fallback), scores the eval split, trains with
-LoRA (resuming from the last checkpoint of the same model and rank), scores again, and saves
-the adapter. Defaults come from the model's registry entry.
+LoRA (resuming from the last checkpoint of the same model and rank), scores again, and writes what
+notebooks 01 and 03 write (``model.json``, ``lora/``, ``train_metrics.json``), so notebooks 04 and 05
+go on from here. Defaults come from the model's registry entry.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,8 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, help="training steps (default: the model's)")
     parser.add_argument("--rank", type=int, help="LoRA rank (default: the model's); alpha = rank")
     parser.add_argument("--lr", type=float, help="learning rate (default: the model's)")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("SLIPCORE_OUTPUT_DIR", "outputs")),
-                        help="output folder: checkpoints/, lora/, train_metrics.json (default: outputs)")
+    parser.add_argument("--out", type=Path, help="output folder, as SLIPCORE_OUTPUT_DIR (default: outputs/ in the repository)")
     parser.add_argument("--backend", choices=("unsloth", "transformers"), help="force a loading path")
     parser.add_argument("--eval-limit", type=int, help="score only the first N eval examples")
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
@@ -36,22 +35,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("UNSLOTH_AUTO_INSTALL", "0")
-    from slipcore_nb import dataset, evaluate, export, models, training
+    if args.out:
+        os.environ["SLIPCORE_OUTPUT_DIR"] = str(args.out.resolve())
+    from slipcore_nb import artifacts, dataset, evaluate, export, models, training
 
     choice = models.choose_model() if args.model is None else None
     name = args.model or choice.name
-    if choice:
-        print(f"model: {name} ({choice.reason}; {choice.hardware.describe()})")
+    reason = choice.reason if choice else "named with --model"
+    print(f"model: {name} ({reason})")
     loaded = models.load_model(name, rank=args.rank, backend=args.backend)
     print(f"backend: {loaded.backend} - {loaded.note}")
+    # What notebook 01 would have written, so 04 and 05 continue from this run.
+    artifacts.save_json("model.json", {"name": name, "reason": reason, "backend": loaded.backend,
+                                       "hardware": models.detect_hardware().describe()})
 
     train, held_out = dataset.load_split("train"), dataset.load_split("eval")[: args.eval_limit]
     before = evaluate.evaluate(loaded.model, loaded.tokenizer, held_out, progress=True)
     print("before training:", before.summary())
 
-    config = training.TrainConfig.from_spec(
-        loaded.spec, max_steps=args.max_steps, rank=args.rank, lr=args.lr, output_dir=args.out / "checkpoints"
-    )
+    config = training.TrainConfig.from_spec(loaded.spec, max_steps=args.max_steps, rank=args.rank, lr=args.lr)
     trainer = training.make_trainer(loaded, train, config)
     print(training.masked_example(trainer))
     result = training.train(trainer, resume=not args.fresh)
@@ -63,14 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     after = evaluate.evaluate(loaded.model, loaded.tokenizer, held_out, progress=True)
     print("after training: ", after.summary())
     print(after.table.to_string())
-    adapter = export.save_adapter(loaded.model, loaded.tokenizer, args.out / "lora")
-    metrics = {
-        "model": name, "backend": loaded.backend, "max_steps": config.max_steps, "rank": config.lora_rank,
-        "lr": config.learning_rate, "steps": result.steps, "minutes": round(result.seconds / 60, 2),
-        "loss_history": result.loss_history, "before": before.summary(), "after": after.summary(),
-    }
-    (args.out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"adapter: {adapter.path}  metrics: {args.out / 'train_metrics.json'}")
+    adapter = export.save_adapter(loaded.model, loaded.tokenizer, artifacts.path("lora"))
+    metrics = artifacts.save_json("train_metrics.json",
+                                  training.run_metrics(name, loaded.backend, config, result, before, after))
+    print(f"adapter: {adapter.path}  metrics: {metrics}")
     return 0
 
 

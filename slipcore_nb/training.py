@@ -187,6 +187,20 @@ class TrainResult:
     output_dir: Path
 
 
+def run_metrics(model_name: str, backend: str, config: TrainConfig, result: TrainResult, before, after) -> dict:
+    """The record of one run that notebook 05 and the README quote (``train_metrics.json``).
+
+    ``before`` and ``after`` are :class:`~slipcore_nb.evaluate.EvalReport` s on the same eval examples;
+    05 re-scores the exported model on that many examples, so their count is kept.
+    """
+    return {
+        "model": model_name, "backend": backend, "max_steps": config.max_steps, "rank": config.lora_rank,
+        "lr": config.learning_rate, "steps": result.steps, "minutes": round(result.seconds / 60, 2),
+        "eval_examples": len(after.rows), "loss_history": result.loss_history,
+        "before": before.summary(), "after": after.summary(),
+    }
+
+
 def last_checkpoint(output_dir: str | Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 

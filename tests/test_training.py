@@ -1,6 +1,7 @@
 """Training on the real tiny model: exact TRL arguments, label masking, loss goes down, resume."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -146,3 +147,20 @@ def test_checkpoints_go_under_the_output_dir_whatever_the_working_directory(tmp_
     monkeypatch.chdir(tmp_path)
     config = training.TrainConfig.from_spec(models.get_spec("tiny"), rank=8)
     assert config.output_dir == (tmp_path / "out" / "checkpoints" / "tiny-r8").resolve()
+
+
+def test_script_leaves_what_notebooks_04_and_05_read(tmp_path):
+    """scripts/train_unsloth.py stands in for notebooks 01-03: same artifacts, same metrics record."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train_unsloth.py"), "--model", "tiny", "--max-steps", "6",
+         "--eval-limit", "4", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "model.json").read_text())["name"] == "tiny"
+    assert (out / "lora" / "adapter_config.json").is_file()
+    assert (out / "checkpoints" / "tiny-r16").is_dir()
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["eval_examples"] == 4 and len(metrics["loss_history"]) == 6
+    assert set(metrics["after"]) == set(metrics["before"]) >= {"valid", "protocol_correct"}
