@@ -1,5 +1,6 @@
 """The benchmarks' busy-machine check: CPU of other processes, not of the benchmark and its children."""
 
+import os
 import subprocess
 import sys
 import time
@@ -16,11 +17,14 @@ def test_a_child_counts_as_another_process_until_it_is_reaped():
     start = common._cpu_seconds()
     spinner = subprocess.Popen([sys.executable, "-c", SPIN])
     time.sleep(2.5)  # the child has spun and exited, but nobody waited for it yet
-    unreaped = common.other_processes_cores(start)
-    spinner.wait()
-    reaped = common.other_processes_cores(start)
-    # ~1.5 CPU seconds over ~2.5 s move from "other" to "own" once the child is reaped.
-    assert unreaped - reaped > 0.4, (unreaped, reaped)
+    unreaped = common.other_processes_cores(start) * (time.monotonic() - start[0])
+    _, status, usage = os.wait4(spinner.pid, 0)
+    spinner.returncode = os.waitstatus_to_exitcode(status)
+    reaped = common.other_processes_cores(start) * (time.monotonic() - start[0])
+    child_cpu = usage.ru_utime + usage.ru_stime
+    assert child_cpu > 0.1, child_cpu
+    # Once reaped, the child's CPU seconds move from "other processes" to "this benchmark".
+    assert unreaped - reaped == pytest.approx(child_cpu, abs=0.15), (unreaped, reaped, child_cpu)
 
 
 def test_footer_warns_only_when_others_competed():
