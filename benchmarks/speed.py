@@ -29,6 +29,7 @@ from .common import REPO, finish, footer, header, md_table, results_dir, work_di
 
 MODULE = "benchmarks.speed"
 PARTS = ("training", "generation", "notebooks")
+GGUF_KINDS = ("f16", "q8_0", "q4_k_m")
 
 
 # ---------------------------------------------------------------------------- (a) training throughput
@@ -118,11 +119,11 @@ def _exported_by_notebooks(model: str) -> dict | None:
     if not artifacts.path("export.json").is_file():
         return None
     exported = artifacts.load_json("export.json")
-    needed = [exported.get("merged"), *(exported.get(k, {}).get("modelfile") for k in ("f16", "q4_k_m"))]
+    needed = [exported.get("merged"), *(exported.get(k, {}).get("modelfile") for k in GGUF_KINDS)]
     if exported.get("model") != model or not all(p and Path(p).exists() for p in needed):
         return None
     return {"source": f"notebooks 03-04 export ({artifacts.path('export.json')})", "merged": exported["merged"],
-            "f16": exported["f16"]["modelfile"], "q4_k_m": exported["q4_k_m"]["modelfile"]}
+            **{kind: exported[kind]["modelfile"] for kind in GGUF_KINDS}}
 
 
 def prepare_served_model(model: str, work: Path, log) -> dict:
@@ -142,7 +143,7 @@ def prepare_served_model(model: str, work: Path, log) -> dict:
     log(f"(b) building the served model from: {source}")
     target = work / "speed-export"
     merged = export.merge_to_16bit(loaded.model, loaded.tokenizer, target / "merged")
-    ggufs = export.to_gguf(merged.path, target / "gguf", types=("f16", "q4_k_m"))
+    ggufs = export.to_gguf(merged.path, target / "gguf", types=GGUF_KINDS)
     files = {kind: str(export.write_modelfile(ggufs[kind].path, out_dir=target / "gguf" / f"ollama-{kind}").modelfile)
              for kind in ggufs}
     return {"source": source, "merged": str(merged.path), **files}
@@ -153,6 +154,7 @@ def generation_speed(model: str, n: int, work: Path, log) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from slipcore_nb import dataset, evaluate, serve
+    from slipcore_nb.native import NativeCrash
     from slipcore_nb.prompts import PROMPT
 
     served = prepare_served_model(model, work, log)
@@ -182,14 +184,24 @@ def generation_speed(model: str, n: int, work: Path, log) -> dict:
             torch.set_num_threads(default_threads)
         rows[label] = _gen_row(examples, raw, tokenizer, seconds, "pytorch", threads)
     del merged
-    for kind, label in (("f16", "llama.cpp GGUF f16"), ("q4_k_m", "llama.cpp GGUF Q4_K_M")):
+    runs = [(kind, f"llama.cpp GGUF {kind.upper()}", False) for kind in GGUF_KINDS]
+    # llama.cpp's extra CPU buffers (weights repacked for its AMX/AVX kernels) are off in serve.load_llama
+    # because that path segfaulted on an AMX Xeon; these rows measure what turning them off costs here.
+    runs += [(kind, f"llama.cpp GGUF {kind.upper()}, extra CPU buffers", True) for kind in ("q8_0", "q4_k_m")]
+    for kind, label, extra in runs:
         log(f"(b) generation: {label}, {n} prompts")
-        answers = serve.answer(instructions, served[kind], runtime="llama.cpp", max_tokens=budget)
+        try:
+            answers = serve.answer(instructions, served[kind], runtime="llama.cpp", max_tokens=budget,
+                                   extra_cpu_buffers=extra)
+        except NativeCrash as crash:  # what the extra buffers did on an AMX Xeon: recorded, not fatal
+            rows[label] = {"runtime": "llama.cpp", "crashed": str(crash).splitlines()[0]}
+            continue
         rows[label] = _gen_row(examples, answers.texts, tokenizer, answers.seconds, answers.runtime,
                                max(1, (os.cpu_count() or 2) // 2), load_seconds=answers.load_seconds)
     base = rows["PyTorch merged, batch 16"]["messages_per_second"]
     for row in rows.values():
-        row["vs_pytorch_batch16"] = round(row["messages_per_second"] / base, 2)
+        if "messages_per_second" in row:
+            row["vs_pytorch_batch16"] = round(row["messages_per_second"] / base, 2)
     return {"model": model, "served": served, "prompts": n, "max_new_tokens": budget, "rows": rows,
             "note": ("PyTorch stops at EOS or max_new_tokens; llama.cpp also at the Modelfile's stops "
                      "(EOS, '###', newline), so an untrained model's prose is cut earlier there (compare answer tokens). "
@@ -261,11 +273,12 @@ def markdown(data: dict) -> str:
         g = data["generation"]
         md += [f"**Generation** ({g['prompts']} held-out prompts, greedy, up to {g['max_new_tokens']} new tokens; "
                f"model: {g['served']['source']}):", "",
-               md_table([{"runtime": name, "threads": r["threads"], "messages/s": r["messages_per_second"],
-                          "ratio": r["vs_pytorch_batch16"], "answer tokens": r["mean_answer_tokens"],
-                          "valid %": r["valid"],
-                          "protocol_correct %": r["protocol_correct"]} for name, r in g["rows"].items()]),
-               "", g["note"], ""]
+               md_table([{"runtime": name, "threads": r.get("threads", ""),
+                          "messages/s": r.get("messages_per_second", "crashed"),
+                          "ratio": r.get("vs_pytorch_batch16", ""), "answer tokens": r.get("mean_answer_tokens", ""),
+                          "valid %": r.get("valid", ""),
+                          "protocol_correct %": r.get("protocol_correct", "")} for name, r in g["rows"].items()]),
+               "", g["note"], "", *buffer_cost_lines(g["rows"])]
     if "notebooks" in data:
         n = data["notebooks"]
         env = ", ".join(f"{k}={v}" for k, v in n["env"].items())
@@ -273,6 +286,23 @@ def markdown(data: dict) -> str:
                md_table(n["rows"] + [{"notebook": "total", "seconds": n["total_seconds"]}]), ""]
     md.append(footer(data))
     return "\n".join(md)
+
+
+def buffer_cost_lines(rows: dict) -> list[str]:
+    """What keeping llama.cpp's weights in plain CPU buffers (serve.load_llama) costs, per GGUF type."""
+    lines = []
+    for kind in ("Q8_0", "Q4_K_M"):
+        plain, extra = rows.get(f"llama.cpp GGUF {kind}", {}), rows.get(f"llama.cpp GGUF {kind}, extra CPU buffers", {})
+        if "crashed" in extra:
+            lines.append(f"- {kind}: with extra CPU buffers llama.cpp crashed ({extra['crashed']}); plain buffers "
+                         f"{plain.get('messages_per_second')} msg/s.")
+        elif plain.get("messages_per_second") and extra.get("messages_per_second"):
+            ratio = plain["messages_per_second"] / extra["messages_per_second"]
+            lines.append(f"- {kind}: plain CPU buffers {plain['messages_per_second']} msg/s vs extra (repacked) buffers "
+                         f"{extra['messages_per_second']} msg/s = **{ratio:.2f}x**; protocol-correct "
+                         f"{plain.get('protocol_correct')} % vs {extra.get('protocol_correct')} %.")
+    return (["**Cost of the AMX-safe setting** (serve.load_llama keeps weights in plain CPU buffers):", "", *lines, ""]
+            if lines else [])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,35 +1,84 @@
 """Run the numbered notebooks headless, in order, and keep executed copies (``make demo``).
 
 Each notebook runs in a fresh kernel, exactly as a user who opens it on its own would; what one
-writes under ``SLIPCORE_OUTPUT_DIR`` is what the next one reads.
+writes under ``SLIPCORE_OUTPUT_DIR`` is what the next one reads. When a cell fails or the kernel
+dies, the run stops with one message naming the notebook, the cell, how it ended and its last output.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 from .artifacts import REPO, output_dir
+from .native import describe_exit
 
 NOTEBOOKS_DIR = REPO / "notebooks"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook stopped: a cell raised, or its kernel died. The message says where and how."""
 
 
 def notebooks() -> list[Path]:
     return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
+def last_output(cell, lines: int = 8) -> str:
+    """The end of what a cell printed (streams, then error text), for a failure message."""
+    texts = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            texts.append(output.get("text", ""))
+        elif output.get("output_type") == "error":
+            texts.append(f"{output.get('ename')}: {output.get('evalue')}")
+    tail = "".join(texts).strip().splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(nothing)"
+
+
+def failure_message(path: Path, nb, cell_index: int, how: str, executed_dir: Path) -> str:
+    cell = nb.cells[cell_index]
+    first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
+    return (f"{path.name}: {how} in cell {cell_index + 1} of {len(nb.cells)} (`{first_line[:80]}`).\n"
+            f"Its last output:\n{last_output(cell)}\n"
+            f"The executed copy, with every output up to there, is in {executed_dir / path.name}.")
+
+
 def run_notebook(path: Path, executed_dir: Path, timeout: int = 3600) -> float:
-    """Execute one notebook in a fresh kernel; write the executed copy; return wall seconds."""
+    """Execute one notebook in a fresh kernel; write the executed copy; return wall seconds.
+
+    Raises :class:`NotebookFailed` when a cell raises or the kernel dies (nbclient notices a dead
+    kernel within about a second, so a crash in native code never leaves the run waiting).
+    """
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
 
     nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    running: dict = {}
+
+    def remember(cell, cell_index, **_):
+        running["index"] = cell_index
+        provisioner = getattr(client.km, "provisioner", None)
+        running["process"] = getattr(provisioner, "process", None)  # the kernel's Popen, for its exit status
+
+    client.on_cell_execute = remember
     start = time.perf_counter()
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        client.execute()
+    except DeadKernelError:
+        process = running.get("process")
+        code = process.poll() if process is not None else None
+        raise NotebookFailed(failure_message(path, nb, running.get("index", 0),
+                                             f"the kernel died ({describe_exit(code)})", executed_dir)) from None
+    except CellExecutionError as error:
+        raise NotebookFailed(failure_message(path, nb, running.get("index", 0),
+                                             f"{error.ename} was raised", executed_dir)) from None
     finally:
         executed_dir.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, executed_dir / path.name)
@@ -47,7 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model: {os.environ.get('SLIPCORE_MODEL', 'default for this machine')}; executed copies -> {executed_dir}")
     for nb in selected:
         print(f"running {nb.name} ...", flush=True)
-        seconds = run_notebook(nb, executed_dir)
+        try:
+            seconds = run_notebook(nb, executed_dir)
+        except NotebookFailed as failure:
+            print(f"FAILED: {failure}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         print(f"  done in {seconds:.0f} s -> {executed_dir / nb.name}", flush=True)
 
 

@@ -11,12 +11,14 @@ Ollama's API takes no GBNF grammar (only JSON schemas), so asking for a grammar 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .export import ExportError, parse_modelfile, render_template
+from .native import run_in_child
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 RUNTIMES = ("auto", "ollama", "llama.cpp")
@@ -90,42 +92,78 @@ def ollama_status(host: str | None = None, timeout: float = 2.0) -> tuple[bool, 
 
 
 def answer(instructions: list[str], modelfile: str | Path, *, runtime: str = "auto", grammar: str | None = None,
-           model_name: str = "slipcore", host: str | None = None, max_tokens: int = 128) -> Answers:
+           model_name: str = "slipcore", host: str | None = None, max_tokens: int = 128,
+           extra_cpu_buffers: bool = False) -> Answers:
     """Answer each instruction (rendered through the Modelfile's template) and time it.
 
     ``runtime="auto"`` uses Ollama when a server answers and no grammar is asked for, else llama.cpp.
     ``grammar`` is GBNF text (e.g. :func:`slipcore_nb.grammar.nslip_gbnf`) and needs llama.cpp.
+    ``extra_cpu_buffers`` lets llama.cpp repack weights for its AMX/AVX kernels (see :func:`load_llama`:
+    off by default because that path crashed on an AMX Xeon).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     spec = read_modelfile(modelfile)
     host = host or ollama_host()
     if runtime == "llama.cpp":
-        return _answer_llama_cpp(instructions, spec, grammar, max_tokens, "llama.cpp was asked for")
+        return _answer_llama_cpp(instructions, spec, grammar, max_tokens, extra_cpu_buffers, "llama.cpp was asked for")
     if grammar is not None:
         if runtime == "ollama":
             raise ValueError("Ollama's API takes no GBNF grammar: use runtime='llama.cpp' or grammar=None")
-        return _answer_llama_cpp(instructions, spec, grammar, max_tokens,
+        return _answer_llama_cpp(instructions, spec, grammar, max_tokens, extra_cpu_buffers,
                                  "a GBNF grammar was asked for and Ollama's API takes none")
     up, why = ollama_status(host)
     if up:
         return _answer_ollama(instructions, spec, model_name, host, max_tokens, why)
     if runtime == "ollama":
         raise ExportError(f"{why}: start `ollama serve` or set OLLAMA_HOST.")
-    return _answer_llama_cpp(instructions, spec, grammar, max_tokens, f"{why}; ran the same GGUF in llama.cpp")
+    return _answer_llama_cpp(instructions, spec, grammar, max_tokens, extra_cpu_buffers,
+                             f"{why}; ran the same GGUF in llama.cpp")
 
 
 def load_llama(gguf: str | Path, lora: str | Path | None = None, n_ctx: int = 2048, **kwargs):
-    """A llama-cpp-python ``Llama`` on half the cores, for prompt and generation alike.
+    """A llama-cpp-python ``Llama`` for prompt and generation alike: every layer on the GPU when
+    llama.cpp was built with one, else half the CPU cores, weights in plain CPU buffers.
 
-    llama.cpp's worker threads spin at every barrier: with as many threads as cores, a busy machine
+    Threads: llama.cpp's workers spin at every barrier; with as many threads as cores, a busy machine
     (a notebook kernel training beside it) made a 3 M-parameter model 2000x slower per token.
+    Buffers: llama.cpp's "extra" CPU buffer types repack quantized weights for the AMX and AVX
+    kernels; on an Intel Xeon with AMX that path segfaulted in decode for q8_0 and Q4_K_M files, so
+    it stays off (``use_extra_bufts``): one code path on every x86-64 CPU. Its cost in messages/s is
+    measured in ``benchmarks/speed.py``. Call this in a child process (:mod:`slipcore_nb.native`).
     """
+    import llama_cpp
     from llama_cpp import Llama
 
     threads = max(1, (os.cpu_count() or 2) // 2)
-    return Llama(model_path=str(gguf), lora_path=str(lora) if lora else None, n_ctx=n_ctx, n_threads=threads,
-                 n_threads_batch=threads, seed=0, verbose=False, **kwargs)
+    kwargs.setdefault("n_gpu_layers", -1 if llama_cpp.llama_supports_gpu_offload() else 0)
+    with _extra_cpu_buffers(kwargs.pop("extra_cpu_buffers", False)):
+        return Llama(model_path=str(gguf), lora_path=str(lora) if lora else None, n_ctx=n_ctx, n_threads=threads,
+                     n_threads_batch=threads, seed=0, verbose=kwargs.pop("verbose", False), **kwargs)
+
+
+@contextlib.contextmanager
+def _extra_cpu_buffers(enabled: bool):
+    """Give ``Llama()`` model parameters with ``use_extra_bufts`` set as asked.
+
+    llama-cpp-python 0.3.36 does not expose that field: its constructor takes
+    ``llama_model_default_params()`` and loads the model at once, so the defaults are wrapped for
+    the length of one load (this runs in a single-threaded child process).
+    """
+    import llama_cpp.llama_cpp as bindings
+
+    defaults = bindings.llama_model_default_params
+
+    def params():
+        value = defaults()
+        value.use_extra_bufts = enabled
+        return value
+
+    bindings.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = defaults
 
 
 def _answer_ollama(instructions: list[str], spec: ServeSpec, model_name: str, host: str, max_tokens: int,
@@ -147,13 +185,21 @@ def _answer_ollama(instructions: list[str], spec: ServeSpec, model_name: str, ho
 
 
 def _answer_llama_cpp(instructions: list[str], spec: ServeSpec, grammar: str | None, max_tokens: int,
-                      reason: str) -> Answers:
+                      extra_cpu_buffers: bool, reason: str) -> Answers:
+    """llama.cpp in a child process, so a crash in native code is an error naming the file, not a dead kernel."""
+    return run_in_child(_generate_llama_cpp, instructions, spec, grammar, max_tokens, extra_cpu_buffers, reason,
+                        what=f"llama.cpp answering with {spec.gguf.name}")
+
+
+def _generate_llama_cpp(instructions: list[str], spec: ServeSpec, grammar: str | None, max_tokens: int,
+                        extra_cpu_buffers: bool, reason: str) -> Answers:
     """Greedy decoding in llama.cpp; with a grammar the stops are left out, since the grammar ends the
     message after ``#`` and a stop such as ``###`` could cut a tag the grammar admits."""
-    from llama_cpp import LlamaGrammar
+    from llama_cpp import LlamaGrammar, llama_supports_gpu_offload
 
     start = time.perf_counter()
-    llm = load_llama(spec.gguf, spec.adapter)
+    llm = load_llama(spec.gguf, spec.adapter, extra_cpu_buffers=extra_cpu_buffers)
+    reason += f"; llama.cpp on the {'GPU' if llama_supports_gpu_offload() else 'CPU'}"
     constraint = LlamaGrammar.from_string(grammar, verbose=False) if grammar else None
     llm(render_template(spec.template, ""), max_tokens=1)  # warm-up: first-call setup is not throughput
     load_seconds = time.perf_counter() - start

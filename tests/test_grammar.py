@@ -1,7 +1,8 @@
 """The nSLIP GBNF grammar, checked with llama.cpp's own grammar engine on the tiny model's vocabulary.
 
 Two directions: every string the grammar lets llama.cpp sample decodes (and is canonical), and every
-dataset target is admitted. Malformed messages are refused by the same engine.
+dataset target is admitted. Malformed messages are refused by the same engine. llama.cpp runs in a
+child process (one for all verdicts, one for sampling), so a crash there fails a test, not the run.
 """
 
 import random
@@ -11,54 +12,14 @@ import pytest
 from slipcore_nb import export
 from slipcore_nb.dataset import load_split
 from slipcore_nb.grammar import MAX_INT_DIGITS, MAX_TAG_CHARS, GrammarChecker, nslip_gbnf, write_gbnf
+from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
 from slipcore_nb.protocol import Act, Frame, Message, Slot, decode, encode, to_base62
 from slipcore_nb.serve import load_llama
 from slipcore_nb.tiny import build_tiny
 
-
-@pytest.fixture(scope="module")
-def gguf(tmp_path_factory):
-    out = tmp_path_factory.mktemp("grammar")
-    return export.to_gguf(build_tiny(), out, types=("f16",), name="tiny")["f16"].path
-
-
-@pytest.fixture(scope="module")
-def checker(gguf):
-    checker = GrammarChecker(gguf)
-    yield checker
-    checker.close()
-
-
-def test_grammar_is_built_from_the_protocol_tables():
-    text = nslip_gbnf()
-    assert text.startswith('root ::= "@" "a" act "|f" frame "|c" int "|S" int "|d" int "|T" int slot-goal-id? ')
-    assert "act ::= " + " | ".join(f'"{to_base62(a)}"' for a in Act) + "\n" in text
-    assert "frame ::= " + " | ".join(f'"{to_base62(f)}"' for f in Frame) + "\n" in text
-    order = [text.index(f"slot-{s.name.lower().replace('_', '-')}?") for s in Slot]
-    assert order == sorted(order)
-    assert nslip_gbnf(max_int_digits=None, max_tag_chars=None).count("{0,") == 0
-
-
-def test_every_dataset_target_is_admitted(checker):
-    targets = [ex["target"] for split in ("train", "eval") for ex in load_split(split)]
-    refused = [t for t in targets if not checker.accepts(t)]
-    assert len(targets) > 1000 and refused == []
-
-
-def test_canonical_messages_within_the_bounds_are_admitted(checker):
-    rng = random.Random(0)
-    printable = "".join(chr(c) for c in range(0x20, 0x7F))
-    for _ in range(300):
-        slots = {s: rng.randrange(62**MAX_INT_DIGITS) for s in Slot if not s.is_text and rng.random() < 0.5}
-        if rng.random() < 0.7:
-            slots[Slot.TAG] = "".join(rng.choice(printable) for _ in range(rng.randrange(MAX_TAG_CHARS + 1)))
-        msg = Message(conv=rng.randrange(10**9), turn=rng.randrange(1000), src=rng.randrange(62),
-                      dst=rng.randrange(62), act=rng.choice(list(Act)), frame=rng.choice(list(Frame)), slots=slots)
-        assert checker.accepts(encode(msg)), encode(msg)
-
-
-@pytest.mark.parametrize("text, why", [
+TARGETS = [ex["target"] for split in ("train", "eval") for ex in load_split(split)]
+MALFORMED = [
     ('@aB|f1|c1|S1|d0|T2#', "act code 11 is out of range"),
     ('@a4|f5|c1|S1|d0|T2#', "frame code 5 is out of range"),
     ('@a4|f1|c01|S1|d0|T2#', "leading zero (not canonical)"),
@@ -77,32 +38,104 @@ def test_canonical_messages_within_the_bounds_are_admitted(checker):
     (' @a4|f1|c1|S1|d0|T2#', "leading space"),
     ("@a4|f1|c" + "1" * (MAX_INT_DIGITS + 1) + "|S1|d0|T2#", "number longer than the bound"),
     ('@a4|f1|c1|S1|d0|T2|t"' + "x" * (MAX_TAG_CHARS + 1) + '"#', "tag longer than the bound"),
-])
-def test_malformed_messages_are_refused(checker, text, why):
-    assert not checker.accepts(text), why
+]
+WIRE_TAGS = ['a|b', 'x#y', 'say "hi"', 'back\\slash', '']
 
 
-def test_escapes_and_wire_characters_inside_tags_are_admitted(checker):
-    for tag in ['a|b', 'x#y', 'say "hi"', 'back\\slash', '']:
-        text = encode(Message(conv=1, turn=2, src=1, dst=0, act=Act.PROPOSE, frame=Frame.PLAN, slots={Slot.TAG: tag}))
-        assert checker.accepts(text) and decode(text).slots[Slot.TAG] == tag
+def _canonical_messages(count: int = 300) -> list[str]:
+    """Random canonical messages within the grammar's bounds (seeded)."""
+    rng = random.Random(0)
+    printable = "".join(chr(c) for c in range(0x20, 0x7F))
+    texts = []
+    for _ in range(count):
+        slots = {s: rng.randrange(62**MAX_INT_DIGITS) for s in Slot if not s.is_text and rng.random() < 0.5}
+        if rng.random() < 0.7:
+            slots[Slot.TAG] = "".join(rng.choice(printable) for _ in range(rng.randrange(MAX_TAG_CHARS + 1)))
+        msg = Message(conv=rng.randrange(10**9), turn=rng.randrange(1000), src=rng.randrange(62),
+                      dst=rng.randrange(62), act=rng.choice(list(Act)), frame=rng.choice(list(Frame)), slots=slots)
+        texts.append(encode(msg))
+    return texts
 
 
-def test_every_sampled_string_decodes(gguf):
-    """High-temperature sampling from a random model under the grammar: whatever comes out is canonical nSLIP."""
+def _tagged(tag: str) -> str:
+    return encode(Message(conv=1, turn=2, src=1, dst=0, act=Act.PROPOSE, frame=Frame.PLAN, slots={Slot.TAG: tag}))
+
+
+CANONICAL = _canonical_messages()
+
+
+def _verdicts_in_llama_cpp(gguf, texts: list[str]) -> dict[str, bool]:
+    checker = GrammarChecker(gguf)
+    try:
+        return {text: checker.accepts(text) for text in texts}
+    finally:
+        checker.close()
+
+
+@pytest.fixture(scope="module")
+def gguf(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grammar")
+    return export.to_gguf(build_tiny(), out, types=("f16",), name="tiny")["f16"].path
+
+
+@pytest.fixture(scope="module")
+def admitted(gguf):
+    """llama.cpp's verdict on every text these tests ask about, from one child process."""
+    texts = TARGETS + CANONICAL + [text for text, _ in MALFORMED] + [_tagged(tag) for tag in WIRE_TAGS]
+    return run_in_child(_verdicts_in_llama_cpp, gguf, texts, what=f"llama.cpp's grammar engine on {gguf.name}")
+
+
+def test_grammar_is_built_from_the_protocol_tables():
+    text = nslip_gbnf()
+    assert text.startswith('root ::= "@" "a" act "|f" frame "|c" int "|S" int "|d" int "|T" int slot-goal-id? ')
+    assert "act ::= " + " | ".join(f'"{to_base62(a)}"' for a in Act) + "\n" in text
+    assert "frame ::= " + " | ".join(f'"{to_base62(f)}"' for f in Frame) + "\n" in text
+    order = [text.index(f"slot-{s.name.lower().replace('_', '-')}?") for s in Slot]
+    assert order == sorted(order)
+    assert nslip_gbnf(max_int_digits=None, max_tag_chars=None).count("{0,") == 0
+
+
+def test_every_dataset_target_is_admitted(admitted):
+    refused = [t for t in TARGETS if not admitted[t]]
+    assert len(TARGETS) > 1000 and refused == []
+
+
+def test_canonical_messages_within_the_bounds_are_admitted(admitted):
+    assert [text for text in CANONICAL if not admitted[text]] == []
+
+
+@pytest.mark.parametrize("text, why", MALFORMED, ids=[why for _, why in MALFORMED])
+def test_malformed_messages_are_refused(admitted, text, why):
+    assert not admitted[text], why
+
+
+def test_escapes_and_wire_characters_inside_tags_are_admitted(admitted):
+    for tag in WIRE_TAGS:
+        text = _tagged(tag)
+        assert admitted[text] and decode(text).slots[Slot.TAG] == tag
+
+
+def _sample_under_the_grammar(gguf, samples: int) -> list[str]:
+    """High-temperature samples from a random model with the nSLIP grammar (runs in a child process)."""
     from llama_cpp import LlamaGrammar
 
     llm = load_llama(gguf, n_ctx=1024)
     grammar = LlamaGrammar.from_string(nslip_gbnf(), verbose=False)
     texts = []
     try:
-        for i in range(40):
+        for i in range(samples):
             out = llm(PROMPT.prompt(f"Goal[{i}]: anything"), grammar=grammar, temperature=2.0, top_k=0,
                       top_p=1.0, min_p=0.0, max_tokens=600, seed=i)["choices"][0]
             assert out["finish_reason"] == "stop", out  # the grammar ended it, not the token limit
             texts.append(out["text"])
     finally:
         llm.close()
+    return texts
+
+
+def test_every_sampled_string_decodes(gguf):
+    """Whatever the grammar lets a random model sample at high temperature is canonical nSLIP."""
+    texts = run_in_child(_sample_under_the_grammar, gguf, 40, what=f"llama.cpp sampling from {gguf.name}")
     for text in texts:
         assert encode(decode(text)) == text
     assert len({decode(t).act for t in texts}) >= 6  # the sampler really explored

@@ -1,9 +1,12 @@
 """Serving: Ollama when a server answers, llama.cpp otherwise, both from the same Modelfile.
 
 No Ollama server exists on CI machines, so the fallback is what runs here; the Ollama round trip
-runs wherever ``OLLAMA_HOST`` (or the default port) answers.
+runs wherever ``OLLAMA_HOST`` (or the default port) answers. llama.cpp always runs in a child process.
 """
 
+import contextlib
+import io
+import re
 import socket
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from slipcore_nb import export, serve
 from slipcore_nb.export import ExportError
 from slipcore_nb.grammar import nslip_gbnf
+from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
 from slipcore_nb.protocol import decode, encode
 from slipcore_nb.tiny import build_tiny
@@ -23,10 +27,52 @@ INSTRUCTIONS = [
 
 
 @pytest.fixture(scope="module")
-def modelfile(tmp_path_factory):
-    out = tmp_path_factory.mktemp("serve")
-    q4 = export.to_gguf(build_tiny(), out, types=("q4_k_m",), name="tiny")["q4_k_m"].path
-    return export.write_modelfile(q4, model_name="slipcore-tiny-test").modelfile
+def ggufs(tmp_path_factory):
+    return export.to_gguf(build_tiny(), tmp_path_factory.mktemp("serve"), types=("q8_0", "q4_k_m"), name="tiny")
+
+
+@pytest.fixture(scope="module")
+def modelfile(ggufs):
+    return export.write_modelfile(ggufs["q4_k_m"].path, model_name="slipcore-tiny-test").modelfile
+
+
+def _load_log(gguf, extra_cpu_buffers: bool) -> str:
+    """llama.cpp's own log of loading ``gguf`` through serve.load_llama (runs in a child process).
+
+    Only a load, no decoding: with extra buffers that is where an AMX Xeon crashed.
+    """
+    import llama_cpp
+
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):  # llama-cpp-python prints llama.cpp's log to sys.stderr
+        serve.load_llama(gguf, n_ctx=256, verbose=True, extra_cpu_buffers=extra_cpu_buffers).close()
+    return log.getvalue() + "\nsystem info: " + llama_cpp.llama_print_system_info().decode()
+
+
+def model_buffers(log: str) -> set[str]:
+    """The buffer types llama.cpp put the weights in: ``load_tensors: CPU_REPACK model buffer size = ...``."""
+    return set(re.findall(r"load_tensors:\s+(\S+) model buffer size", log))
+
+
+@pytest.mark.parametrize("kind", ["q8_0", "q4_k_m"])
+def test_weights_stay_in_plain_cpu_buffers_on_any_cpu(ggufs, kind):
+    """The AMX/repack code paths that crashed on an Intel Xeon never run: by construction, on any CPU.
+
+    llama.cpp names the buffer type of every weight it loads; plain host memory is CPU or CPU_Mapped,
+    the repacked ones are CPU_REPACK and AMX. What it reports is what its matrix kernels will read.
+    """
+    gguf = ggufs[kind].path
+    log = run_in_child(_load_log, gguf, False, what=f"llama.cpp loading {gguf.name}")
+    buffers = model_buffers(log)
+    assert buffers and buffers <= {"CPU", "CPU_Mapped"}, log
+
+
+def test_the_default_would_repack_on_this_cpu(ggufs):
+    """The control: with llama.cpp's default the same Q4_K_M weights leave plain buffers (REPACK on
+    AVX2 CPUs, AMX on Intel Xeons that have it), so the test above can fail."""
+    gguf = ggufs["q4_k_m"].path
+    log = run_in_child(_load_log, gguf, True, what=f"llama.cpp loading {gguf.name} with extra buffers")
+    assert model_buffers(log) - {"CPU", "CPU_Mapped"}, log
 
 
 @pytest.fixture
@@ -73,7 +119,7 @@ def test_runtime_choices_are_checked(modelfile, closed_port_host):
     with pytest.raises(ValueError, match="runtime must be one of"):
         serve.answer(INSTRUCTIONS, modelfile, runtime="vllm")
     forced = serve.answer(INSTRUCTIONS[:1], modelfile, runtime="llama.cpp")
-    assert forced.runtime == "llama.cpp" and forced.reason == "llama.cpp was asked for"
+    assert forced.runtime == "llama.cpp" and forced.reason.startswith("llama.cpp was asked for; llama.cpp on the CPU")
 
 
 def test_ollama_round_trip_where_a_server_answers(modelfile):
