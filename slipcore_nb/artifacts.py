@@ -24,6 +24,11 @@ PRODUCERS = {
 }
 
 
+# Big artifacts no later notebook needs: where SLIPCORE_SCRATCH is set (Colab sets it, because free
+# Google Drive holds 15 GB) they go to that machine-local disk instead of SLIPCORE_OUTPUT_DIR.
+SCRATCH_ARTIFACTS = frozenset({"merged"})
+
+
 class MissingArtifact(FileNotFoundError):
     """An earlier notebook's output is not there; the message says which notebook to run."""
 
@@ -40,11 +45,20 @@ def output_dir() -> Path:
     return path
 
 
+def scratch_dir() -> Path | None:
+    """``SLIPCORE_SCRATCH``: machine-local disk for big intermediates (created on demand), or None."""
+    if not os.environ.get("SLIPCORE_SCRATCH"):
+        return None
+    path = Path(os.environ["SLIPCORE_SCRATCH"]).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def path(name: str) -> Path:
     """Where artifact ``name`` lives (it may not exist yet)."""
     if name not in PRODUCERS:
         raise KeyError(f"unknown artifact {name!r}; known: {sorted(PRODUCERS)}")
-    return output_dir() / name
+    return (name in SCRATCH_ARTIFACTS and scratch_dir() or output_dir()) / name
 
 
 def require(name: str) -> Path:

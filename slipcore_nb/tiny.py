@@ -49,24 +49,34 @@ def corpus_from_examples(examples: list[dict]) -> list[str]:
     return [PROMPT.training_text(ex["input"], ex["target"], "") for ex in examples]
 
 
-def build_tiny(examples: list[dict] | None = None, seed: int = 0, root: str | Path | None = None) -> Path:
+# The model classes a tiny model can have: Llama (CI), and Qwen2 (``make gpu-check``: the
+# architecture of the GPU default, whose attention projections carry biases). Only the Llama goes to
+# GGUF: for a Qwen2 llama.cpp's converter does not record add_prefix_space, so llama.cpp would
+# tokenize this SentencePiece vocabulary differently (export.check_tokenizer refuses it).
+FAMILIES = ("llama", "qwen2")
+
+
+def build_tiny(examples: list[dict] | None = None, seed: int = 0, root: str | Path | None = None,
+               family: str = "llama") -> Path:
     """The tiny model's folder, built on first use (a few seconds) and cached; ``examples`` default to train."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if examples is None:
         from .dataset import load_split
 
         examples = load_split("train")
     corpus = corpus_from_examples(examples)
-    digest = hashlib.sha256(
-        json.dumps([RECIPE_VERSION, VOCAB_SIZE, ARCHITECTURE, seed, corpus]).encode()
-    ).hexdigest()[:12]
-    folder = Path(root or cache_root()) / f"tiny-{digest}"
+    recipe = [RECIPE_VERSION, VOCAB_SIZE, ARCHITECTURE, seed, corpus] + ([family] if family != "llama" else [])
+    digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
+    prefix = "tiny" if family == "llama" else f"tiny-{family}"
+    folder = Path(root or cache_root()) / f"{prefix}-{digest}"
     if (folder / "config.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
     try:
         _write_tokenizer(corpus, staging)
-        _write_model(seed, staging)
+        _write_model(seed, staging, family)
         os.replace(staging, folder)  # atomic: a half-built folder is never seen as the cache
     except OSError:
         if not (folder / "config.json").exists():
@@ -115,11 +125,12 @@ def _write_tokenizer(corpus: list[str], folder: Path) -> None:
     AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
 
 
-def _write_model(seed: int, folder: Path) -> None:
+def _write_model(seed: int, folder: Path, family: str) -> None:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    config = LlamaConfig(
+    config_class, model_class = (LlamaConfig, LlamaForCausalLM) if family == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    config = config_class(
         vocab_size=VOCAB_SIZE,
         bos_token_id=SPECIAL["bos"][0],
         eos_token_id=SPECIAL["eos"][0],
@@ -127,6 +138,6 @@ def _write_model(seed: int, folder: Path) -> None:
         **ARCHITECTURE,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = model_class(config)
     model.generation_config.pad_token_id = SPECIAL["pad"][0]
     model.save_pretrained(folder)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import artifacts
-from .models import LoadedModel, ModelSpec
+from .models import Hardware, LoadedModel, ModelSpec
 from .prompts import PROMPT
 
 
@@ -73,13 +73,15 @@ def prompt_completion_dataset(examples: list[dict], eos_token: str):
     )
 
 
-def sft_config_kwargs(config: TrainConfig, backend: str, cuda: bool) -> dict:
-    """Exactly what goes to ``SFTConfig``; precision and optimizer follow the hardware and backend."""
-    if cuda:
-        import torch
+def sft_config_kwargs(config: TrainConfig, backend: str, hardware: Hardware) -> dict:
+    """Exactly what goes to ``SFTConfig``; precision and optimizer follow the hardware and backend.
 
-        bf16 = torch.cuda.is_bf16_supported()
-        precision = dict(bf16=bf16, fp16=not bf16, optim="adamw_8bit")
+    On a GPU: bf16 where it is native (Ampere and newer), else fp16 (a T4), the rule Unsloth uses;
+    8-bit AdamW (bitsandbytes) keeps the optimizer state small.
+    """
+    cuda = hardware.cuda
+    if cuda:
+        precision = dict(bf16=hardware.gpu_bf16, fp16=not hardware.gpu_bf16, optim="adamw_8bit")
     elif backend == "unsloth":
         # Unsloth's CPU backend keeps bf16 autocast where the CPU has native bf16, else turns it off.
         precision = dict(bf16=True, fp16=False, optim="adamw_torch", use_cpu=True)
@@ -137,7 +139,7 @@ def make_trainer(loaded: LoadedModel, examples: list[dict], config: TrainConfig,
     """A TRL SFT trainer over ``examples`` with completion-only loss."""
     import trl
 
-    args = trl.SFTConfig(**sft_config_kwargs(config, loaded.backend, loaded.hardware.cuda))
+    args = trl.SFTConfig(**sft_config_kwargs(config, loaded.backend, loaded.hardware))
     return _trainer_class(loaded.backend, loaded.hardware.cuda)(
         model=loaded.model,
         args=args,

@@ -1,12 +1,15 @@
 """Export end to end on the tiny model: adapter, merge, GGUF f16/q8_0/Q4_K_M, LoRA GGUF, clear errors.
 
 Everything is real: llama.cpp's converter from the cache (``make venv`` fetches it), llama.cpp's
-quantizer, and llama.cpp (llama-cpp-python) loading each file and answering.
+quantizer, and llama.cpp (llama-cpp-python) loading each file and answering. Every GGUF is loaded
+in a child process (:func:`slipcore_nb.native.run_in_child`): a crash in llama.cpp fails that one
+test with the file and the signal in its message instead of killing the test session.
 """
 
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from slipcore_nb import export
 from slipcore_nb.dataset import load_split
 from slipcore_nb.export import ExportError
+from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
 from slipcore_nb.serve import load_llama
 from slipcore_nb.tiny import build_tiny
@@ -38,12 +42,24 @@ def _logits(model, tokenizer):
         return model(**tokenizer(PROMPT_TEXT, return_tensors="pt")).logits[0, -1].float()
 
 
-def _llama_cpp_logits(gguf, lora=None):
+def _last_logits_in_llama_cpp(gguf, lora=None):
     llm = load_llama(gguf, lora, n_ctx=256, logits_all=True)
     try:
         tokens = llm.tokenize(PROMPT_TEXT.encode())
         llm.eval(tokens)
         return np.array(llm.scores[len(tokens) - 1])
+    finally:
+        llm.close()
+
+
+def _llama_cpp_logits(gguf, lora=None):
+    return run_in_child(_last_logits_in_llama_cpp, gguf, lora, what=f"llama.cpp scoring with {Path(gguf).name}")
+
+
+def _completion_tokens(gguf):
+    llm = load_llama(gguf, n_ctx=256)
+    try:
+        return llm(PROMPT_TEXT, max_tokens=8, temperature=0)["usage"]["completion_tokens"]
     finally:
         llm.close()
 
@@ -107,12 +123,8 @@ def test_gguf_files_have_the_requested_tensor_types(exported):
 
 @pytest.mark.parametrize("kind", ["f16", "q8_0", "q4_k_m"])
 def test_llama_cpp_loads_each_gguf_and_answers(exported, kind):
-    llm = load_llama(exported["gguf"][kind].path, n_ctx=256)
-    try:
-        out = llm(PROMPT_TEXT, max_tokens=8, temperature=0)
-    finally:
-        llm.close()
-    assert out["usage"]["completion_tokens"] > 0
+    gguf = exported["gguf"][kind].path
+    assert run_in_child(_completion_tokens, gguf, what=f"llama.cpp answering with {gguf.name}") > 0
 
 
 def test_f16_gguf_agrees_with_the_merged_folder(exported, tokenizer):
@@ -190,3 +202,21 @@ def test_extraction_takes_only_the_converter_files(tmp_path):
                    for p in (tmp_path / "llama.cpp-9.9.9").rglob("*") if p.is_file())
     assert files == ["conversion/llama.py", "convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "gguf-py/gguf/__init__.py"]
     assert not (tmp_path / "evil.py").exists()
+
+
+def test_a_bpe_tokenizer_is_not_saved_as_sentencepiece(tiny, tmp_path):
+    """Qwen2's tokenizer is byte-level BPE whose ``vocab_file`` is vocab.json: copied to tokenizer.model,
+    llama.cpp's converter would read it as SentencePiece and fail."""
+    from tokenizers import Tokenizer, pre_tokenizers, trainers
+    from tokenizers.models import BPE
+    from transformers import GPT2Tokenizer
+
+    bpe = Tokenizer(BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    bpe.train_from_iterator([ex["target"] for ex in load_split("eval")],
+                            trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.model.save(str(tmp_path))
+    tokenizer = GPT2Tokenizer(vocab_file=str(tmp_path / "vocab.json"), merges_file=str(tmp_path / "merges.txt"))
+    assert tokenizer.vocab_file.endswith("vocab.json")
+    merged = export.merge_to_16bit(_peft(tiny), tokenizer, tmp_path / "merged").path
+    assert (merged / "tokenizer_config.json").is_file() and not (merged / "tokenizer.model").exists()

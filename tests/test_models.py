@@ -9,7 +9,7 @@ import pytest
 from slipcore_nb import models, tiny
 from slipcore_nb.models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, LORA_TARGETS, Hardware
 
-GPU = Hardware(cuda=True, gpu="NVIDIA T4", cpu_cores=2, cpu_capability="AVX2")
+GPU = Hardware(cuda=True, gpu="NVIDIA T4", cpu_cores=2, cpu_capability="AVX2", gpu_bf16=False)
 CPU = Hardware(cuda=False, gpu=None, cpu_cores=2, cpu_capability="AVX512")
 USER_CACHE = tiny.cache_root()  # read before the fixture below points SLIPCORE_CACHE at a temp folder
 
@@ -94,3 +94,45 @@ def test_smollm2_becomes_a_normal_hf_folder():
     tokenizer = models._tokenizer(str(folder), models.get_spec("smollm2-135m"))
     # transformers' GGUF reader calls <|im_start|> the EOS; the folder must carry the model's real one.
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.eos_token_id == config["eos_token_id"] == 2
+
+
+def test_each_4bit_entry_names_the_16bit_base_unsloth_merges_into():
+    """Unsloth's merge reads the 16-bit weights its own mapper names; the registry must name the same."""
+    from unsloth.models.loader_utils import get_model_name
+
+    four_bit = [spec for spec in models.REGISTRY.values() if spec.load_in_4bit]
+    assert four_bit
+    for spec in four_bit:
+        assert spec.merge_base == get_model_name(spec.source, load_in_4bit=False), spec.name
+    assert models.get_spec("someone/Model-7B-bnb-4bit").merge_base == "someone/Model-7B"
+
+
+def test_offline_a_missing_base_says_exactly_what_to_fetch(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLIPCORE_SCRATCH", raising=False)
+    with pytest.raises(models.MissingWeights) as missing:
+        models.hub_snapshot("unsloth/Qwen2.5-7B", why="merging unsloth/Qwen2.5-7B-bnb-4bit", cache_dir=tmp_path)
+    message = str(missing.value)
+    assert message.startswith("merging unsloth/Qwen2.5-7B-bnb-4bit needs the weights unsloth/Qwen2.5-7B")
+    assert f"`hf download unsloth/Qwen2.5-7B --cache-dir {tmp_path}`" in message
+
+
+def test_a_local_model_is_its_own_base_folder():
+    assert models.base_folder(models.get_spec("tiny")) == tiny.build_tiny()
+
+
+def test_four_bit_weights_are_counted_by_their_real_shape():
+    import bitsandbytes as bnb
+    import torch
+
+    model = torch.nn.Sequential(bnb.nn.Linear4bit(256, 512, bias=False), torch.nn.Linear(512, 8)).to("cpu")
+    packed = sum(p.numel() for p in model.parameters())  # bitsandbytes quantized on the move: 2 weights a byte
+    total, trainable = models.parameter_counts(model)
+    assert packed < total == 256 * 512 + 512 * 8 + 8
+    assert trainable == 512 * 8 + 8  # the 4-bit weight is frozen
+
+
+def test_colab_gets_the_model_whose_exports_fit_free_drive():
+    choice = models.choose_model({"COLAB_RELEASE_TAG": "release-colab-20261120"}, GPU)
+    assert choice.name == models.DEFAULT_COLAB_MODEL and "Drive" in choice.reason
+    assert models.get_spec(choice.name).merge_base == "unsloth/Qwen2.5-3B"
+    assert models.choose_model({"COLAB_RELEASE_TAG": "x"}, CPU).name == DEFAULT_CPU_MODEL  # a CPU runtime

@@ -64,3 +64,13 @@ def test_transformers_and_sentencepiece_agree(folder):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert ids == sp.encode(text)
         assert tokenizer.decode(ids) == text
+
+
+def test_the_qwen2_family_shares_the_tokenizer(folder):
+    """make gpu-check trains the GPU default's architecture small: Qwen2, biases on q/k/v, same tokenizer."""
+    qwen2 = build_tiny(EXAMPLES, seed=0, root=folder.parent, family="qwen2")
+    config = json.loads((qwen2 / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2ForCausalLM"] and qwen2 != folder
+    assert (qwen2 / "tokenizer.model").read_bytes() == (folder / "tokenizer.model").read_bytes()
+    with pytest.raises(ValueError, match="family must be one of"):
+        build_tiny(EXAMPLES, root=folder.parent, family="mistral")

@@ -16,6 +16,9 @@ from slipcore_nb.dataset import load_split
 from slipcore_nb.prompts import PROMPT
 
 EXAMPLES = load_split("train")[:256]
+CPU = models.Hardware(cuda=False, gpu=None, cpu_cores=2, cpu_capability="AVX512")
+H100 = models.Hardware(cuda=True, gpu="NVIDIA H100", cpu_cores=16, cpu_capability="AVX512", gpu_bf16=True)
+T4 = models.Hardware(cuda=True, gpu="Tesla T4", cpu_cores=2, cpu_capability="AVX2", gpu_bf16=False)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,7 +43,7 @@ def test_config_from_sliders_and_registry(tmp_path):
 
 @pytest.mark.parametrize("backend", ["unsloth", "transformers"])
 def test_cpu_sft_config_is_accepted_by_installed_trl(tmp_path, backend):
-    kwargs = training.sft_config_kwargs(config(tmp_path), backend, cuda=False)
+    kwargs = training.sft_config_kwargs(config(tmp_path), backend, CPU)
     args = trl.SFTConfig(**kwargs)
     assert args.use_cpu and not args.fp16 and not args.gradient_checkpointing
     assert args.completion_only_loss and args.max_length == 512
@@ -49,12 +52,16 @@ def test_cpu_sft_config_is_accepted_by_installed_trl(tmp_path, backend):
         assert not args.bf16
 
 
-def test_cuda_sft_config_names_real_fields(tmp_path):
-    """SFTConfig refuses fp16 without a GPU, so on CPU check the CUDA keywords are real fields."""
-    kwargs = training.sft_config_kwargs(config(tmp_path), "unsloth", cuda=True)
+@pytest.mark.parametrize("gpu, bf16", [(H100, True), (T4, False)])
+def test_cuda_sft_config_names_real_fields(tmp_path, gpu, bf16):
+    """SFTConfig refuses fp16 without a GPU, so on CPU check the CUDA keywords are real fields.
+
+    A T4 gets fp16 although torch says it "supports" bf16 (by emulation): Unsloth's rule, capability >= 8.
+    """
+    kwargs = training.sft_config_kwargs(config(tmp_path), "unsloth", gpu)
     fields = {f.name for f in dataclasses.fields(trl.SFTConfig)}
     assert set(kwargs) <= fields
-    assert kwargs["optim"] == "adamw_8bit" and kwargs["bf16"] != kwargs["fp16"]
+    assert kwargs["optim"] == "adamw_8bit" and (kwargs["bf16"], kwargs["fp16"]) == (bf16, not bf16)
 
 
 def test_prompt_completion_rows_come_from_prompts():
