@@ -15,14 +15,16 @@ SMOLLM2_VERSION := 0.1.2
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 TORCH_PIN := $(if $(HAS_CUDA),,torch==2.13.0)
 
-export HF_HUB_OFFLINE ?= 1
-export TRANSFORMERS_OFFLINE ?= 1
+# Without CUDA every model is local (tiny, SmolLM2 from its wheel): nothing may reach the hub. On a
+# CUDA machine the default models come from the hub (the 4-bit base, its 16-bit merge base).
+export HF_HUB_OFFLINE ?= $(if $(HAS_CUDA),0,1)
+export TRANSFORMERS_OFFLINE ?= $(if $(HAS_CUDA),0,1)
 export UNSLOTH_AUTO_INSTALL := 0
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv demo test bench data clean
+.PHONY: venv demo test bench data clean gpu-bundle gpu-check
 
 venv: $(STAMP)
 
@@ -45,13 +47,28 @@ data: $(STAMP)
 	$(PY) -m slipcore_nb.dataset --out data/finetune
 
 test: $(STAMP)
-	SLIPCORE_MODEL=tiny $(PY) -m pytest --nbval-lax tests notebooks
+	SLIPCORE_MODEL=tiny HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 tests notebooks
 
 demo: $(STAMP)
 	$(PY) -m slipcore_nb.runner
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+
+# The CUDA path on a GPU machine with no network (the lent H100; see scripts/gpu_check.py).
+# Here, with the package index: the pinned wheels and a trimmed llama.cpp source into .gpu/ (< 64 MiB).
+gpu-bundle:
+	$(PYTHON) scripts/gpu_bundle.py --out .gpu
+# There: install them beside the image's torch, build llama.cpp for the GPU, run the check. Without
+# CUDA it says so in one line. The result is benchmarks/results/gpu_check.json.
+GPU_SITE ?= /tmp/slipcore-site
+gpu-check:
+ifeq ($(HAS_CUDA),yes)
+	$(PYTHON) scripts/gpu_bundle.py --install --bundle .gpu --target $(GPU_SITE) --no-flash-attn $(if $(OUT),--log-dir $(OUT))
+	. $(GPU_SITE)/slipcore-gpu.env && $(PYTHON) scripts/gpu_check.py
+else
+	@echo "gpu-check: no CUDA GPU on this machine (nvidia-smi finds none); run make gpu-bundle here, then make gpu-check on a GPU machine."
+endif
 
 clean:
 	rm -rf outputs .pytest_cache
