@@ -121,7 +121,8 @@ def answer(instructions: list[str], modelfile: str | Path, *, runtime: str = "au
                              f"{why}; ran the same GGUF in llama.cpp")
 
 
-def load_llama(gguf: str | Path, lora: str | Path | None = None, n_ctx: int = 2048, **kwargs):
+def load_llama(gguf: str | Path, lora: str | Path | None = None, n_ctx: int = 2048, extra_cpu_buffers: bool = False,
+               **kwargs):
     """A llama-cpp-python ``Llama`` for prompt and generation alike: every layer on the GPU when
     llama.cpp was built with one, else half the CPU cores, weights in plain CPU buffers.
 
@@ -137,9 +138,10 @@ def load_llama(gguf: str | Path, lora: str | Path | None = None, n_ctx: int = 20
 
     threads = max(1, (os.cpu_count() or 2) // 2)
     kwargs.setdefault("n_gpu_layers", -1 if llama_cpp.llama_supports_gpu_offload() else 0)
-    with _extra_cpu_buffers(kwargs.pop("extra_cpu_buffers", False)):
+    kwargs.setdefault("verbose", False)
+    with _extra_cpu_buffers(extra_cpu_buffers):
         return Llama(model_path=str(gguf), lora_path=str(lora) if lora else None, n_ctx=n_ctx, n_threads=threads,
-                     n_threads_batch=threads, seed=0, verbose=kwargs.pop("verbose", False), **kwargs)
+                     n_threads_batch=threads, seed=0, **kwargs)
 
 
 @contextlib.contextmanager
