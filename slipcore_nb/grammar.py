@@ -3,11 +3,12 @@
 With the grammar, llama.cpp can only sample canonical messages: header fields in
 :data:`~slipcore_nb.protocol.HEADER_FIELDS` order, then optional slots in
 :data:`~slipcore_nb.protocol.SLOT_ORDER`, act and frame codes limited to their enums, base62 numbers
-without leading zeros, tags quoted with the ``\\\\`` and ``\\"`` escapes. A protocol change made in
+without leading zeros, and every slot value either such a number or a string quoted with the
+``\\\\`` and ``\\"`` escapes (the spec lets any slot hold either). A protocol change made in
 ``protocol.py`` changes the grammar with it.
 
 The grammar admits a subset of what :func:`~slipcore_nb.protocol.decode` accepts, on purpose:
-numbers have at most :data:`MAX_INT_DIGITS` digits and tags at most :data:`MAX_TAG_CHARS`
+numbers have at most :data:`MAX_INT_DIGITS` digits and strings at most :data:`MAX_STRING_CHARS`
 printable ASCII characters, so every constrained generation ends within a bounded number of
 tokens and an answer stays one line (the prompt format stops at a newline).
 
@@ -26,7 +27,7 @@ from .protocol import BASE62_DIGITS, END, ESCAPE, HEADER_FIELDS, QUOTE, SEP, SLO
 
 # 62**11 > 2**64, so any 64-bit id fits; the bound also guarantees that sampling terminates.
 MAX_INT_DIGITS = 11
-MAX_TAG_CHARS = 64
+MAX_STRING_CHARS = 64
 ROOT = "root"
 
 
@@ -52,7 +53,7 @@ def _repeat(item: str, most: int | None) -> str:
     return f"{item}*" if most is None else f"{item}{{0,{most}}}"
 
 
-def nslip_gbnf(max_int_digits: int | None = MAX_INT_DIGITS, max_tag_chars: int | None = MAX_TAG_CHARS) -> str:
+def nslip_gbnf(max_int_digits: int | None = MAX_INT_DIGITS, max_string_chars: int | None = MAX_STRING_CHARS) -> str:
     """The grammar text (root rule ``root``); ``None`` lifts a length bound."""
     enum_of = {name: hint for name, hint in typing.get_type_hints(Message).items()
                if isinstance(hint, type) and issubclass(hint, IntEnum)}
@@ -69,16 +70,17 @@ def nslip_gbnf(max_int_digits: int | None = MAX_INT_DIGITS, max_tag_chars: int |
     slots = []
     for slot in SLOT_ORDER:
         name = "slot-" + slot.name.lower().replace("_", "-")
-        rules[name] = f"{_literal(SEP + slot.value)} {'tag' if slot.is_text else 'int'}"
+        rules[name] = f"{_literal(SEP + slot.value)} value"
         slots.append(f"{name}?")
     rules = {ROOT: " ".join(header + slots + [_literal(END)]), **rules}
 
     nonzero = BASE62_DIGITS[1:]
     most = None if max_int_digits is None else max_int_digits - 1
+    rules["value"] = "int | string"
     rules["int"] = f"{_literal(BASE62_DIGITS[0])} | {_char_class(nonzero)} {_repeat(_char_class(BASE62_DIGITS), most)}"
     printable = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in (QUOTE, ESCAPE))
-    rules["tag"] = f"{_literal(QUOTE)} {_repeat('tag-char', max_tag_chars)} {_literal(QUOTE)}"
-    rules["tag-char"] = f"{_char_class(printable)} | {_literal(ESCAPE)} {_char_class(QUOTE + ESCAPE)}"
+    rules["string"] = f"{_literal(QUOTE)} {_repeat('string-char', max_string_chars)} {_literal(QUOTE)}"
+    rules["string-char"] = f"{_char_class(printable)} | {_literal(ESCAPE)} {_char_class(QUOTE + ESCAPE)}"
     return "".join(f"{name} ::= {body}\n" for name, body in rules.items())
 
 

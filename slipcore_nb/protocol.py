@@ -1,10 +1,19 @@
 """The SLIPCore message model and the nSLIP wire codec.
 
 A message on the wire looks like ``@a4|f1|c1|S1|d0|T2|g1|k1|q3|t"plan_v1"#``: an ``@``, then
-``|``-separated fields, each a one-letter prefix and a value, then ``#``. Integers are base62
-(``0-9A-Za-z``); strings are double-quoted with ``\\\\`` and ``\\"`` escapes, so a quoted tag may
-hold ``|``, ``#``, ``"`` and ``\\``. That is why :func:`decode` is a character-level tokenizer and
-not a ``split("|")``.
+``|``-separated fields, each a one-letter prefix and a value, then ``#``. Header values are base62
+integers (``0-9A-Za-z``). A slot value is, as SLIPCore's spec v0.1 says, a base62 integer **or** a
+double-quoted string with ``\\\\`` and ``\\"`` escapes, in any slot (``u"done"`` is the spec's status),
+so a value may hold ``|``, ``#``, ``"`` and ``\\``. That is why :func:`decode` is a character-level
+tokenizer and not a ``split("|")``.
+
+:func:`decode` reads every message SLIPCore's reference encoder (slipcore 0.1, ``encode_message``)
+writes: ints or strings in any slot, slots in any order. It is stricter than the reference decoder
+on purpose, so a model that drifts is caught instead of silently read: the reference skips empty
+fields (``||``), reads an empty value as ``""`` or ``0``, lets a repeated field overwrite the first
+and strips whitespace around the message; here each is an error naming its position
+(:func:`extract` finds a message inside other text). It also reads ``|`` and ``#`` inside a quoted
+value, which the reference's ``split("|")`` cannot.
 
 Everything else in the package (grammar, evaluation, dataset validation) is derived from the
 tables in this module, so a change to the protocol is made here once.
@@ -60,11 +69,6 @@ class Slot(Enum):
     ERROR_CODE = "e"
     TAG = "t"
 
-    @property
-    def is_text(self) -> bool:
-        """TAG is the only quoted-string slot; every other slot is a base62 integer."""
-        return self is Slot.TAG
-
 
 # Header fields: wire prefix -> Message attribute, in canonical order.
 HEADER_FIELDS: dict[str, str] = {
@@ -81,7 +85,7 @@ SLOT_ORDER: tuple[Slot, ...] = tuple(Slot)
 
 @dataclass
 class Message:
-    """One SLIPCore message. ``slots`` maps :class:`Slot` to an ``int`` (or ``str`` for TAG)."""
+    """One SLIPCore message. ``slots`` maps :class:`Slot` to an ``int`` or a ``str``, in any slot."""
 
     conv: int
     turn: int
@@ -123,7 +127,7 @@ def from_base62(text: str) -> int:
 
 
 def quote(text: str) -> str:
-    """Quote a tag for the wire: backslash and double quote are escaped, nothing else."""
+    """Quote a string value for the wire: backslash and double quote are escaped, nothing else."""
     return QUOTE + text.replace(ESCAPE, ESCAPE * 2).replace(QUOTE, ESCAPE + QUOTE) + QUOTE
 
 
@@ -136,12 +140,12 @@ def encode(msg: Message) -> str:
         if slot not in msg.slots:
             continue
         value = msg.slots[slot]
-        if slot.is_text:
-            if not isinstance(value, str):
-                raise NSlipError(f"slot {slot.name} needs a str, got {value!r}")
+        if isinstance(value, str):
             fields.append(slot.value + quote(value))
-        else:
+        elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             fields.append(slot.value + to_base62(value))
+        else:
+            raise NSlipError(f"slot {slot.name} needs a non-negative int or a str, got {value!r}")
     unknown = [key for key in msg.slots if not isinstance(key, Slot)]
     if unknown:
         raise NSlipError(f"slots must be keyed by Slot, got {unknown!r}")
@@ -228,7 +232,7 @@ class _Parser:
             slot = SLOT_BY_PREFIX[prefix]
             if slot in slots:
                 raise self.fail(f"duplicate slot '{prefix}' ({slot.name})", start)
-            slots[slot] = self.read_string(prefix) if slot.is_text else self.read_int(prefix)
+            slots[slot] = self.read_string(prefix) if self.peek() == QUOTE else self.read_int(prefix)
         else:
             raise self.fail(f"unknown field prefix {prefix!r}", start)
 
@@ -244,10 +248,7 @@ class _Parser:
         return from_base62(self.text[start : self.pos])
 
     def read_string(self, prefix: str) -> str:
-        if self.peek() != QUOTE:
-            if self.peek() in (SEP, END, None):
-                raise self.fail(f"empty field '{prefix}': a quoted string is required")
-            raise self.fail(f"field '{prefix}' needs a quoted string")
+        """A quoted value; the parser stands on its opening quote."""
         open_at = self.pos
         self.pos += 1
         out = []

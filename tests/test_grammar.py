@@ -11,7 +11,7 @@ import pytest
 
 from slipcore_nb import export
 from slipcore_nb.dataset import load_split
-from slipcore_nb.grammar import MAX_INT_DIGITS, MAX_TAG_CHARS, GrammarChecker, nslip_gbnf, write_gbnf
+from slipcore_nb.grammar import MAX_INT_DIGITS, MAX_STRING_CHARS, GrammarChecker, nslip_gbnf, write_gbnf
 from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
 from slipcore_nb.protocol import Act, Frame, Message, Slot, decode, encode, to_base62
@@ -31,13 +31,14 @@ MALFORMED = [
     ('@a4|f1|c1|S1|d0|T2|t"a\\x"#', "bad escape"),
     ('@a4|f1|c1|S1|d0|T2|t"a"b"#', "unescaped quote"),
     ('@a4|f1|c1|S1|d0|T2|t"a\nb"#', "newline in a tag"),
-    ('@a4|f1|c1|S1|d0|T2|tplan#', "unquoted tag"),
+    ('@a4|f1|c1|S1|d0|T2|tpl@n#', "neither a number nor a quoted string"),
+    ('@a4|f"1"|c1|S1|d0|T2#', "a string in the header"),
     ('@a4|f1|c1|S1|d0|T2|g#', "empty value"),
     ('@a4|f1|c1|S1|d0|T2', "no closing #"),
     ('@a4|f1|c1|S1|d0|T2##', "text after #"),
     (' @a4|f1|c1|S1|d0|T2#', "leading space"),
     ("@a4|f1|c" + "1" * (MAX_INT_DIGITS + 1) + "|S1|d0|T2#", "number longer than the bound"),
-    ('@a4|f1|c1|S1|d0|T2|t"' + "x" * (MAX_TAG_CHARS + 1) + '"#', "tag longer than the bound"),
+    ('@a4|f1|c1|S1|d0|T2|t"' + "x" * (MAX_STRING_CHARS + 1) + '"#', "string longer than the bound"),
 ]
 WIRE_TAGS = ['a|b', 'x#y', 'say "hi"', 'back\\slash', '']
 
@@ -48,9 +49,10 @@ def _canonical_messages(count: int = 300) -> list[str]:
     printable = "".join(chr(c) for c in range(0x20, 0x7F))
     texts = []
     for _ in range(count):
-        slots = {s: rng.randrange(62**MAX_INT_DIGITS) for s in Slot if not s.is_text and rng.random() < 0.5}
-        if rng.random() < 0.7:
-            slots[Slot.TAG] = "".join(rng.choice(printable) for _ in range(rng.randrange(MAX_TAG_CHARS + 1)))
+        # any slot: a number or a string, as the spec allows
+        slots = {s: rng.randrange(62**MAX_INT_DIGITS) if rng.random() < 0.6 else
+                 "".join(rng.choice(printable) for _ in range(rng.randrange(MAX_STRING_CHARS + 1)))
+                 for s in Slot if rng.random() < 0.5}
         msg = Message(conv=rng.randrange(10**9), turn=rng.randrange(1000), src=rng.randrange(62),
                       dst=rng.randrange(62), act=rng.choice(list(Act)), frame=rng.choice(list(Frame)), slots=slots)
         texts.append(encode(msg))
@@ -92,7 +94,8 @@ def test_grammar_is_built_from_the_protocol_tables():
     assert "frame ::= " + " | ".join(f'"{to_base62(f)}"' for f in Frame) + "\n" in text
     order = [text.index(f"slot-{s.name.lower().replace('_', '-')}?") for s in Slot]
     assert order == sorted(order)
-    assert nslip_gbnf(max_int_digits=None, max_tag_chars=None).count("{0,") == 0
+    assert 'slot-status ::= "|u" value\n' in text and "value ::= int | string\n" in text  # either type, any slot
+    assert nslip_gbnf(max_int_digits=None, max_string_chars=None).count("{0,") == 0
 
 
 def test_every_dataset_target_is_admitted(admitted):

@@ -40,6 +40,29 @@ def test_encode_is_canonical_whatever_the_input_order():
     assert encode(decode(shuffled)) == PLAN
 
 
+def test_the_specs_example_decodes_to_its_values():
+    """SLIPCore spec v0.1, section 4: REQUEST goal 17, task 42, priority 2, tag "refactor_auth"."""
+    msg = decode('@a3|f0|c3|S0|d1|T1|gH|kg|q2|t"refactor_auth"#')
+    assert msg == Message(conv=3, turn=1, src=0, dst=1, act=Act.REQUEST, frame=Frame.TASK,
+                          slots={Slot.GOAL_ID: 17, Slot.TASK_ID: 42, Slot.PRIORITY: 2, Slot.TAG: "refactor_auth"})
+
+
+def test_any_slot_holds_an_int_or_a_string_as_the_spec_says():
+    """STATUS is "a short status string" (u"in_progress"); the reference encoder writes either type anywhere."""
+    msg = decode('@a1|f2|c1|S2|d0|T3|g1|k1|r1|u"in_progress"|t"exec_status"#')
+    assert msg.slots[Slot.STATUS] == "in_progress" and msg.slots[Slot.RESULT_ID] == 1
+    both = decode('@a4|f1|c1|S1|d0|T2|g"auth-7"|tA#')
+    assert both.slots == {Slot.GOAL_ID: "auth-7", Slot.TAG: 10}
+    assert encode(both) == '@a4|f1|c1|S1|d0|T2|g"auth-7"|tA#'
+
+
+def test_what_the_reference_encoder_writes_is_read():
+    """slipcore 0.1's encode_message: header a f c S d T, then slots in the caller's dict order."""
+    assert decode('@a8|f3|c5|S3|d0|T4|t"eval_pass"|s9|u"done"|g2#').slots == {
+        Slot.TAG: "eval_pass", Slot.SCORE: 9, Slot.STATUS: "done", Slot.GOAL_ID: 2}
+    assert decode('@a4|f1|c1|S1|d0|T2|t""#').slots == {Slot.TAG: ""}
+
+
 def test_tag_escapes_round_trip():
     msg = decode(PLAN)
     msg.slots[Slot.TAG] = 'back\\slash "quoted" |pipe| #hash#'
@@ -69,10 +92,12 @@ REJECTIONS = [
     ('@a4|f5|c1|S1|d0|T2#', 5, "frame code 5 out of range"),
     ('@a4|f1|c1|S1|d0|T2|t"plan#', 26, "unterminated string opened at position 20"),
     ('@a4|f1|c1|S1|d0|T2|t"plan\\', 26, "unterminated string opened at position 20"),
-    ('@a4|f1|c1|S1|d0|T2|tplan#', 20, "needs a quoted string"),
+    ('@a4|f1|c1|S1|d0|T2|tplan!#', 24, "bad base62 digit '!'"),
     ('@a4|f1|c1|S1|d0|T2|t"plan"x#', 26, "text after closing quote"),
     ('@a4|f1|c1|S1|d0|T2|t"a\\n"#', 22, "bad escape"),
-    ('@a4|f1|c1|S1|d0|T2|g"1"#', 20, "bad base62 digit '\"'"),
+    ('@a4|f1|c1|S1|d0|T2|g1"x"#', 21, "bad base62 digit '\"'"),
+    ('@a4|f1|c1|S1|d0|T2|u"done"|u"done"#', 27, "duplicate slot 'u'"),
+    ('@a4|f"1"|c1|S1|d0|T2#', 5, "bad base62 digit '\"'"),
     ('@a4|f1|c1|S1|d0|T2#\n', 19, "text after closing '#'"),
     ('@a4|f1|c1|S1|d0|T2## ', 19, "text after closing '#'"),
     (' @a4|f1|c1|S1|d0|T2#', 0, "must start with '@'"),
@@ -101,8 +126,9 @@ def test_decode_rejects_non_str():
     Message(1, 2, 1, 0, 11, Frame.PLAN),
     Message(1, 2, 1, 0, Act.PROPOSE, 7),
     Message(-1, 2, 1, 0, Act.PROPOSE, Frame.PLAN),
-    Message(1, 2, 1, 0, Act.PROPOSE, Frame.PLAN, {Slot.TAG: 5}),
-    Message(1, 2, 1, 0, Act.PROPOSE, Frame.PLAN, {Slot.GOAL_ID: "x"}),
+    Message(1, 2, 1, 0, Act.PROPOSE, Frame.PLAN, {Slot.TAG: 2.5}),
+    Message(1, 2, 1, 0, Act.PROPOSE, Frame.PLAN, {Slot.GOAL_ID: -1}),
+    Message(1, 2, 1, 0, Act.PROPOSE, Frame.PLAN, {Slot.STATUS: True}),
     Message(1, 2, 1, 0, Act.PROPOSE, Frame.PLAN, {"g": 1}),
 ])
 def test_encode_rejects_invalid_messages(bad):
@@ -132,7 +158,7 @@ tags = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",))
 def messages(draw):
     slots = {}
     for slot in draw(st.sets(st.sampled_from(list(Slot)))):
-        slots[slot] = draw(tags) if slot.is_text else draw(ids)
+        slots[slot] = draw(st.one_of(tags, ids))  # the spec lets any slot hold either
     return Message(conv=draw(ids), turn=draw(ids), src=draw(ids), dst=draw(ids),
                    act=draw(st.sampled_from(list(Act))), frame=draw(st.sampled_from(list(Frame))),
                    slots=slots)
