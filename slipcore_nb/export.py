@@ -166,12 +166,16 @@ def _save_tokenizer(tokenizer, folder: Path) -> None:
     transformers 5 writes only ``tokenizer.json`` for Llama tokenizers; without the raw model the
     converter falls back to BPE and rejects our tokenizer. Only a real SentencePiece model is
     copied: a BPE tokenizer's ``vocab_file`` is ``vocab.json`` (Qwen2), and under the name
-    ``tokenizer.model`` the converter would try to read it as SentencePiece.
+    ``tokenizer.model`` the converter would try to read it as SentencePiece. A ``tokenizer.model`` left in
+    the folder by an earlier run (another model, or data that trained another tiny tokenizer) is
+    removed first: beside a new ``tokenizer.json`` it would give the GGUF other token ids than training.
     """
-    tokenizer.save_pretrained(folder)
     vocab_file = getattr(tokenizer, "vocab_file", None)
-    if vocab_file and _is_sentencepiece(vocab_file) and not (folder / "tokenizer.model").exists():
-        shutil.copy(vocab_file, folder / "tokenizer.model")
+    sentencepiece_model = Path(vocab_file).read_bytes() if vocab_file and _is_sentencepiece(vocab_file) else None
+    (folder / "tokenizer.model").unlink(missing_ok=True)
+    tokenizer.save_pretrained(folder)
+    if sentencepiece_model is not None and not (folder / "tokenizer.model").exists():
+        (folder / "tokenizer.model").write_bytes(sentencepiece_model)
 
 
 def _is_sentencepiece(path: str | Path) -> bool:

@@ -220,3 +220,12 @@ def test_a_bpe_tokenizer_is_not_saved_as_sentencepiece(tiny, tmp_path):
     assert tokenizer.vocab_file.endswith("vocab.json")
     merged = export.merge_to_16bit(_peft(tiny), tokenizer, tmp_path / "merged").path
     assert (merged / "tokenizer_config.json").is_file() and not (merged / "tokenizer.model").exists()
+
+
+def test_saving_over_an_earlier_run_leaves_no_stale_tokenizer_model(tiny, tmp_path):
+    """A second run into the same folder with another tokenizer: its tokenizer.model replaces the first."""
+    other = build_tiny(load_split("eval"), root=tmp_path / "other")  # another corpus, another vocabulary
+    folder = tmp_path / "lora"
+    for source in (other, tiny):
+        export.save_adapter(_peft(tiny), AutoTokenizer.from_pretrained(source), folder)
+        assert (folder / "tokenizer.model").read_bytes() == (Path(source) / "tokenizer.model").read_bytes()
