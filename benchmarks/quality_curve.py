@@ -3,7 +3,7 @@
     python -m benchmarks.quality_curve [--quick] [--eval-limit N]
 
 One training run to the last step count (registry defaults: lr and batch of the model, LoRA r16,
-Unsloth's path), evaluated with :func:`slipcore_nb.evaluate.evaluate` on the held-out eval split at
+Unsloth's path), evaluated with :func:`slipcore_nb.evaluate.evaluate` on the unseen-wording split (held-out goals and wording) at
 each step count from a TrainerCallback, so every point is the same run seen mid-way. Then ranks
 8/16/32 are trained to ``--rank-steps`` each (a run to 100 steps decays its learning rate to zero at
 100, so it is not the curve's 100-step point: it is run unless the settings are the same).
@@ -21,7 +21,7 @@ import time
 from .common import finish, footer, header, md_table, results_dir, work_dir, write_results
 
 MODULE = "benchmarks.quality_curve"
-SHOWN = ("valid", "protocol_correct", "exact", "free_ok")
+SHOWN = ("valid", "protocol_correct", "valid_but_wrong", "rules", "exact")
 
 
 def _ints(text: str) -> list[int]:
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = header(MODULE)
     out, work = results_dir(quick), work_dir(quick)
-    train, examples = dataset.load_split("train"), dataset.load_split("eval")[:eval_limit]
+    train, examples = dataset.load_split("train"), dataset.load_split(dataset.HEADLINE_SPLIT)[:eval_limit]
     started = time.perf_counter()
 
     def log(text):
@@ -195,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                 curve_adapter=str(adapter.path), seconds=round(time.perf_counter() - started, 1))
     finish(data)
 
-    columns = ["steps", *SHOWN, "act_frame", "turn", "conv", "ids", "src_dst", "slots", "train_minutes"]
+    columns = ["steps", *SHOWN, "act_frame", "turn", "conv", "ids", "src_dst", "train_minutes"]
     md = [f"### Quality curve: {model} learning nSLIP", "",
           f"One LoRA run (r{args.curve_rank}, lr {curve_settings['learning_rate']:g}, batch "
           f"{curve_settings['batch_size']}, {curve_settings['backend']} backend) evaluated on "
-          f"{len(examples)} held-out examples at each step count; rates in %, `train_minutes` is cumulative "
+          f"{len(examples)} held-out examples in unseen wording at each step count; rates in %, `train_minutes` is cumulative "
           "training time without evaluation.", "",
           md_table(curve, columns), "",
           f"**LoRA rank at {rank_steps} steps** (each its own {rank_steps}-step run, same lr and batch):", "",

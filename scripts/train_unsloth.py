@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     artifacts.save_json("model.json", {"name": name, "reason": reason, "backend": loaded.backend,
                                        "hardware": models.detect_hardware().describe()})
 
-    train, held_out = dataset.load_split("train"), dataset.load_split("eval")[: args.eval_limit]
+    train, held_out = dataset.load_split("train"), dataset.load_split(dataset.HEADLINE_SPLIT)[: args.eval_limit]
     before = evaluate.evaluate(loaded.model, loaded.tokenizer, held_out, progress=True)
     print("before training:", before.summary())
 
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     print(after.table.to_string())
     adapter = export.save_adapter(loaded.model, loaded.tokenizer, artifacts.path("lora"))
     metrics = artifacts.save_json("train_metrics.json",
-                                  training.run_metrics(name, loaded.backend, config, result, before, after))
+                                  training.run_metrics(name, loaded.backend, config, result, before, after,
+                                                                      dataset.HEADLINE_SPLIT))
     print(f"adapter: {adapter.path}  metrics: {metrics}")
     return 0
 

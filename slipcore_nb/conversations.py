@@ -1,56 +1,99 @@
-"""Synthetic SLIPCore conversations: coordinator -> planner -> executor -> critic.
+"""Synthetic SLIPCore conversations: what each agent answers, to whom, with which fields.
 
-One conversation is four turns about one goal:
+This module holds the protocol's side of the dataset and no wording: a conversation is a list of
+:class:`Exchange` (the message an agent received, the facts it was told, the message it must send).
+:mod:`slipcore_nb.instructions` turns each exchange into an instruction in one of many wordings.
 
-1. coordinator -> planner   REQUEST/TASK        (opens the conversation, assigns goal and task ids)
-2. planner -> coordinator   PROPOSE/PLAN        (answers the request)
-3. executor -> coordinator  INFORM/OBSERVATION  (reports the outcome of the plan)
-4. critic -> coordinator    EVAL/EVALUATION     (scores the reported result)
+The conversation grammar (the README's table is :func:`grammar_table`, checked by a test):
 
-Each turn becomes one training example: the role's instruction (incoming message + goal text)
-and the one nSLIP line it must answer. Fields the protocol determines (act, frame, conv, src, dst,
-turn, ids, status from the stated outcome, score band from the incoming status) always follow
-from the instruction; free fields keep to the small vocabularies below so evaluation can check
-them. Ids are drawn independently, so a model must copy them from the input rather than guess.
+- A reply goes **from the addressee of the incoming message to its sender**, in the same
+  conversation, with turn = incoming turn + 1, copying the goal ``g``, task ``k`` and parent ``p`` ids.
+  Two moves are not replies: the critic reads the executor's report to the coordinator and sends its
+  EVAL to that coordinator, and the coordinator hands a plan or a retry to the executor.
+- The coordinator opens (turn 1, REQUEST/TASK to the planner). The planner PROPOSEs a plan, or ASKs
+  a question (the coordinator INFORMs, the planner then proposes), or REJECTs the task, or COMMITs to
+  do it itself. The coordinator hands the plan to the executor as a subtask ``k`` with parent ``p``.
+  The executor ACCEPTs it, REJECTs it (busy), reports the outcome (INFORM/OBSERVATION with status
+  ``u"done"``, ``u"partial"`` or ``u"failed"``) or reports an ERROR with its code ``e``. The critic
+  EVALuates a report; the coordinator then closes (META/CONTROL), re-issues the subtask for a retry
+  (turns keep counting) or aborts.
+- Values an instruction does not state take the defaults of SLIPCore's own examples: coordinator 0,
+  planner 1, executor 2, critic 3, conversation 1, task 1, priority 3. So the guide's prompt "You are a
+  planner agent. Goal[1]: ..." has one right answer, ``@a4|f1|c1|S1|d0|T2|g1|k1|q3|t"plan_v1"#``.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .protocol import START, Act, Frame, Message, Slot, decode, encode, to_base62
+from .protocol import Act, Frame, Message, Slot
 
 ROLES: tuple[str, ...] = ("coordinator", "planner", "executor", "critic")
+DEFAULT_IDS: dict[str, int] = {"coordinator": 0, "planner": 1, "executor": 2, "critic": 3}
+DEFAULT_CONV, DEFAULT_TASK, DEFAULT_PRIORITY = 1, 1, 3
+MAX_ID = 62 * 62 - 1  # conversation, goal, task and result ids take one or two base62 digits
+MAX_AGENT_ID = 35  # agent ids are one digit: 0-9, A-Z
+PRIORITIES = range(1, 6)
+STATUSES = ("done", "partial", "failed")
+# The critic's rule, learnable from its input: the reported status (or an error) fixes score and verdict.
+CRITIC_RULE: dict[str, tuple[int, str]] = {
+    "done": (9, "eval_pass"), "partial": (5, "eval_retry"), "failed": (2, "eval_fail"), "error": (0, "eval_fail"),
+}
+ERROR_CODES = ("timeout", "out_of_memory", "permission_denied", "disk_full", "conflict", "not_found",
+               "rate_limited", "bad_input", "crashed", "unavailable")  # quoted strings, as the spec allows
+MAX_ATTEMPTS = 3  # the executor gets a subtask at most this often
 
 
 @dataclass(frozen=True)
-class RoleSpec:
-    """What a role answers with: its act/frame, the turn it speaks in, the tags it may use."""
+class Move:
+    """One kind of answer: the role that sends it, act/frame/tag, and what it answers (None: it opens)."""
 
+    role: str
     act: Act
     frame: Frame
-    turn: int
+    answers: str | None
     tags: tuple[str, ...]
+    when: str
 
 
-ROLE_SPECS: dict[str, RoleSpec] = {
-    "coordinator": RoleSpec(Act.REQUEST, Frame.TASK, 1, ("new_task", "delegate")),
-    "planner": RoleSpec(Act.PROPOSE, Frame.PLAN, 2, ("plan_v1", "plan_v2", "plan_v3")),
-    "executor": RoleSpec(Act.INFORM, Frame.OBSERVATION, 3, ("exec_done", "exec_partial", "exec_failed")),
-    "critic": RoleSpec(Act.EVAL, Frame.EVALUATION, 4, ("eval_pass", "eval_retry", "eval_fail")),
+MOVES: dict[str, Move] = {
+    "open": Move("coordinator", Act.REQUEST, Frame.TASK, None, ("new_task",), "a goal to delegate"),
+    "plan": Move("planner", Act.PROPOSE, Frame.PLAN, "REQUEST/TASK, INFORM/TASK or none", ("plan_v1",),
+                 "the task can be planned"),
+    "ask": Move("planner", Act.ASK, Frame.TASK, "REQUEST/TASK", ("need_info",), "a question blocks the plan"),
+    "decline": Move("planner", Act.REJECT, Frame.TASK, "REQUEST/TASK", ("declined",), "it cannot take the task"),
+    "commit": Move("planner", Act.COMMIT, Frame.TASK, "REQUEST/TASK", ("committed",),
+                   "the task is small enough to do itself"),
+    "answer": Move("coordinator", Act.INFORM, Frame.TASK, "ASK/TASK", ("answer",), "the planner asked"),
+    "dispatch": Move("coordinator", Act.REQUEST, Frame.TASK, "PROPOSE/PLAN", ("execute",),
+                     "a plan arrived (to the executor, new subtask k, parent p)"),
+    "accept": Move("executor", Act.ACCEPT, Frame.TASK, "REQUEST/TASK", ("accepted",), "it started, no result yet"),
+    "busy": Move("executor", Act.REJECT, Frame.TASK, "REQUEST/TASK", ("busy",), "it is busy"),
+    "report": Move("executor", Act.INFORM, Frame.OBSERVATION, "REQUEST/TASK",
+                   tuple(f"exec_{status}" for status in STATUSES), "it has an outcome (u = status, r = result)"),
+    "error": Move("executor", Act.ERROR, Frame.OBSERVATION, "REQUEST/TASK", ("exec_error",),
+                  "it hit an error (e = code)"),
+    "evaluate": Move("critic", Act.EVAL, Frame.EVALUATION, "INFORM/OBSERVATION or ERROR/OBSERVATION",
+                     ("eval_pass", "eval_retry", "eval_fail"), "a report arrived (to its coordinator)"),
+    "close": Move("coordinator", Act.META, Frame.CONTROL, "EVAL/EVALUATION", ("close",), "the verdict is eval_pass"),
+    "retry": Move("coordinator", Act.REQUEST, Frame.TASK, "EVAL/EVALUATION", ("retry",),
+                  "the verdict is eval_retry (to the executor, same k and p)"),
+    "abort": Move("coordinator", Act.META, Frame.CONTROL, "EVAL/EVALUATION", ("abort",), "the verdict is eval_fail"),
 }
 
-# Free-field vocabularies and ranges (documented in the README; checked by evaluate).
-PRIORITIES = range(1, 6)
-STATUS_CODES = {"done": 1, "partial": 2, "failed": 3}
-SCORE_BANDS = {1: range(7, 10), 2: range(4, 7), 3: range(0, 4)}  # incoming status -> critic score
-CRITIC_TAG_BY_STATUS = {1: "eval_pass", 2: "eval_retry", 3: "eval_fail"}
-EXECUTOR_TAG_BY_STATUS = {code: f"exec_{name}" for name, code in STATUS_CODES.items()}
-MAX_ID = 62 * 62 - 1  # ids take one or two base62 digits
-MAX_AGENT_ID = 35  # agent ids are one digit: 0-9, A-Z
 
-# Goal texts: templates x verbs x features x components (thousands of distinct goals).
+
+def grammar_table() -> str:
+    """:data:`MOVES` as the markdown table the README shows: which act answers which, and when."""
+    rows = ["| role | receives | answers with | when | tag `t` |", "|---|---|---|---|---|"]
+    for move in MOVES.values():
+        tags = ", ".join(f"`{tag}`" for tag in move.tags)
+        rows.append(f"| {move.role} | {move.answers or '—'} | {move.act.name}/{move.frame.name} | {move.when} | {tags} |")
+    return "\n".join(rows)
+
+
+# Goal texts: verbs x features (x components) -> thousands of distinct goals, short and long.
 VERBS = ("Add", "Implement", "Refactor", "Fix", "Document", "Test", "Optimize", "Harden",
          "Migrate", "Monitor", "Review", "Simplify")
 FEATURES = ("rate limiting", "caching", "retry logic", "input validation", "structured logging",
@@ -65,93 +108,141 @@ COMPONENTS = ("the payments API", "the user service", "the search index", "the b
               "the data exporter", "the scheduler")
 GOAL_TEMPLATES = ("{verb} {feature} in {component}", "{verb} {feature} for {component}",
                   "{verb} the {feature} of {component}")
-
-OUTCOME_PHRASES = {
-    "done": ("all steps completed", "finished and verified", "deployed without issues"),
-    "partial": ("finished with open issues", "partly completed", "done except one step"),
-    "failed": ("blocked by an error", "could not complete", "rolled back after a failure"),
-}
-
-INSTRUCTIONS = {
-    "coordinator": (
-        "You are the coordinator agent (id {me}). Open conversation c={conv} and delegate the goal "
-        "below to the planner agent (id {planner}) as task k={task}.\n{goal}\n"
-        "Respond with one nSLIP message."
-    ),
-    "planner": (
-        "You are the planner agent (id {me}). Incoming message:\n{incoming}\n{goal}\n"
-        "Reply to the sender with a plan as one nSLIP message."
-    ),
-    "executor": (
-        "You are the executor agent (id {me}). Incoming plan:\n{incoming}\n{goal}\n"
-        "Outcome: {outcome}, result stored as R[{result}].\n"
-        "Report the outcome to the coordinator as one nSLIP message."
-    ),
-    "critic": (
-        "You are the critic agent (id {me}). Incoming report:\n{incoming}\n{goal}\n"
-        "Evaluate the result for the coordinator as one nSLIP message."
-    ),
-}
+GUIDE_GOAL = "Add rate limiting"  # the guide's example goal: its prompt stays out of the training data
 
 
 def all_goal_texts() -> list[str]:
-    """Every goal text the generator can use, in a fixed order."""
-    return [
-        template.format(verb=verb, feature=feature, component=component)
-        for template in GOAL_TEMPLATES
-        for verb in VERBS
-        for feature in FEATURES
-        for component in COMPONENTS
-    ]
+    """Every goal text the generator can use, in a fixed order (short ones like the guide's too)."""
+    long_goals = [template.format(verb=verb, feature=feature, component=component)
+                  for template in GOAL_TEMPLATES for verb in VERBS for feature in FEATURES
+                  for component in COMPONENTS]
+    short_goals = [f"{verb} {feature}" for verb in VERBS for feature in FEATURES]
+    return long_goals + [goal for goal in short_goals if goal != GUIDE_GOAL]
 
 
-def goal_line(goal_id: int, text: str) -> str:
-    return f"Goal[{to_base62(goal_id)}]: {text}"
+@dataclass
+class Exchange:
+    """One training example before wording: a role got ``incoming`` (or nothing) and ``facts``, and sends ``target``.
+
+    ``facts`` holds what the instruction must state (goal, own id, ids to use, outcome...); keys ending
+    in ``_default`` are True where the value is SLIPCore's default and the wording may leave it out.
+    """
+
+    move: str
+    incoming: Message | None
+    target: Message
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def role(self) -> str:
+        return MOVES[self.move].role
 
 
-def conversation(rng: random.Random, goal_text: str) -> list[dict[str, str]]:
-    """The four examples ``{"role", "input", "target"}`` of one conversation about ``goal_text``."""
-    coordinator, planner, executor, critic = rng.sample(range(MAX_AGENT_ID + 1), 4)
-    conv, goal_id, task_id, result_id = (rng.randint(1, MAX_ID) for _ in range(4))
-    priority = rng.choice(PRIORITIES)
-    outcome = rng.choice(tuple(STATUS_CODES))
-    status = STATUS_CODES[outcome]
-    score = rng.choice(SCORE_BANDS[status])
-    ids = {Slot.GOAL_ID: goal_id, Slot.TASK_ID: task_id}
+@dataclass
+class _Cast:
+    """The agents and ids of one conversation."""
 
-    def reply(role: str, src: int, dst: int, **slots) -> Message:
-        spec = ROLE_SPECS[role]
-        return Message(conv=conv, turn=spec.turn, src=src, dst=dst, act=spec.act, frame=spec.frame,
-                       slots={**ids, **{Slot[name]: value for name, value in slots.items()}})
-
-    request = reply("coordinator", coordinator, planner, PRIORITY=priority,
-                    TAG=rng.choice(ROLE_SPECS["coordinator"].tags))
-    plan = reply("planner", planner, coordinator, PRIORITY=priority,
-                 TAG=rng.choice(ROLE_SPECS["planner"].tags))
-    report = reply("executor", executor, coordinator, RESULT_ID=result_id, STATUS=status,
-                   TAG=EXECUTOR_TAG_BY_STATUS[status])
-    evaluation = reply("critic", critic, coordinator, RESULT_ID=result_id, SCORE=score,
-                       TAG=CRITIC_TAG_BY_STATUS[status])
-
-    goal = goal_line(goal_id, goal_text)
-    b62 = to_base62
-    inputs = {
-        "coordinator": INSTRUCTIONS["coordinator"].format(
-            me=b62(coordinator), conv=b62(conv), planner=b62(planner), task=b62(task_id), goal=goal),
-        "planner": INSTRUCTIONS["planner"].format(me=b62(planner), incoming=encode(request), goal=goal),
-        "executor": INSTRUCTIONS["executor"].format(
-            me=b62(executor), incoming=encode(plan), goal=goal,
-            outcome=rng.choice(OUTCOME_PHRASES[outcome]), result=b62(result_id)),
-        "critic": INSTRUCTIONS["critic"].format(me=b62(critic), incoming=encode(report), goal=goal),
-    }
-    targets = dict(zip(ROLES, (request, plan, report, evaluation)))
-    return [{"role": role, "input": inputs[role], "target": encode(targets[role])} for role in ROLES]
+    agents: dict[str, int]
+    conv: int
+    task: int
+    defaults: bool
 
 
+def _cast(rng: random.Random) -> _Cast:
+    if rng.random() < 0.25:  # SLIPCore's own numbering: instructions may leave the ids out
+        return _Cast(dict(DEFAULT_IDS), DEFAULT_CONV, rng.choice((DEFAULT_TASK, rng.randint(2, MAX_ID))), True)
+    agents = dict(zip(ROLES, rng.sample(range(MAX_AGENT_ID + 1), len(ROLES))))
+    return _Cast(agents, rng.randint(2, MAX_ID), rng.randint(2, MAX_ID), False)
 
-def incoming_message(instruction: str) -> Message | None:
-    """The nSLIP message an instruction quotes on its own line (None for the coordinator)."""
-    for line in instruction.splitlines():
-        if line.startswith(START):
-            return decode(line)
-    return None
+
+def _message(move: str, conv: int, turn: int, src: int, dst: int, tag: str | None = None, **slots) -> Message:
+    spec = MOVES[move]
+    values = {Slot[name]: value for name, value in slots.items() if value is not None}
+    values[Slot.TAG] = tag or spec.tags[0]
+    return Message(conv=conv, turn=turn, src=src, dst=dst, act=spec.act, frame=spec.frame, slots=values)
+
+
+def _reply(move: str, incoming: Message, tag: str | None = None, **slots) -> Message:
+    """The reply rule: from the addressee to the sender, same conversation, next turn."""
+    return _message(move, incoming.conv, incoming.turn + 1, incoming.dst, incoming.src, tag, **slots)
+
+
+def _ids(message: Message) -> dict[str, int | str]:
+    keep = ("GOAL_ID", "TASK_ID", "PARENT_TASK_ID")
+    return {name: message.slots[Slot[name]] for name in keep if Slot[name] in message.slots}
+
+
+def conversation(rng: random.Random, goal_text: str) -> list[Exchange]:
+    """One conversation about ``goal_text``: every message in it, each one an :class:`Exchange`."""
+    cast = _cast(rng)
+    who = cast.agents
+    goal_id = rng.choice((1, rng.randint(2, MAX_ID))) if cast.defaults else rng.randint(1, MAX_ID)
+    priority = rng.choice(PRIORITIES) if rng.random() < 0.6 else DEFAULT_PRIORITY
+    base = {"goal_id": goal_id, "goal_text": goal_text, "defaults": cast.defaults}
+    out: list[Exchange] = []
+
+    def add(move: str, incoming: Message | None, target: Message, **facts) -> Message:
+        out.append(Exchange(move, incoming, target, {**base, "me": target.src, **facts}))
+        return target
+
+    if rng.random() < 0.3:  # the guide's style: a planner gets a goal and nothing else
+        me = who["planner"] if rng.random() < 0.5 else DEFAULT_IDS["planner"]
+        add("plan", None, _message("plan", DEFAULT_CONV, 2, me, DEFAULT_IDS["coordinator"], GOAL_ID=goal_id,
+                                   TASK_ID=DEFAULT_TASK, PRIORITY=DEFAULT_PRIORITY),
+            me_default=me == DEFAULT_IDS["planner"])
+
+    request = add("open", None, _message("open", cast.conv, 1, who["coordinator"], who["planner"], GOAL_ID=goal_id,
+                                         TASK_ID=cast.task, PRIORITY=priority),
+                  conv=cast.conv, planner=who["planner"], task=cast.task, priority=priority,
+                  priority_default=priority == DEFAULT_PRIORITY)
+    choice = rng.random()
+    if choice < 0.08:
+        add("decline", request, _reply("decline", request, **_ids(request)))
+        return out
+    if choice < 0.16:
+        add("commit", request, _reply("commit", request, **_ids(request), PRIORITY=priority))
+        return out
+    if choice < 0.32:
+        asked = add("ask", request, _reply("ask", request, **_ids(request), PRIORITY=priority))
+        informed = add("answer", asked, _reply("answer", asked, **_ids(asked), PRIORITY=priority))
+        plan = add("plan", informed, _reply("plan", informed, **_ids(informed), PRIORITY=priority))
+    else:
+        plan = add("plan", request, _reply("plan", request, **_ids(request), PRIORITY=priority))
+
+    subtask = rng.randint(2, MAX_ID)
+    executor = who["executor"]
+    task = _message("dispatch", plan.conv, plan.turn + 1, plan.dst, executor, GOAL_ID=goal_id, TASK_ID=subtask,
+                    PARENT_TASK_ID=cast.task, PRIORITY=priority)
+    add("dispatch", plan, task, executor=executor, subtask=subtask)
+    for attempt in range(MAX_ATTEMPTS):
+        choice = rng.random()
+        if choice < 0.1:
+            add("busy", task, _reply("busy", task, **_ids(task)))
+            return out
+        if choice < 0.2:
+            add("accept", task, _reply("accept", task, **_ids(task)))
+            return out
+        if choice < 0.35:
+            code = rng.choice(ERROR_CODES)
+            report = add("error", task, _reply("error", task, **_ids(task), ERROR_CODE=code), error_code=code)
+            outcome, result = "error", None
+        else:
+            outcome, result = rng.choice(STATUSES), rng.randint(1, MAX_ID)
+            report = add("report", task, _reply("report", task, f"exec_{outcome}", **_ids(task), RESULT_ID=result,
+                                                STATUS=outcome), outcome=outcome, result=result)
+        score, verdict = CRITIC_RULE[outcome]
+        evaluation = add("evaluate", report,
+                         _message("evaluate", report.conv, report.turn + 1, who["critic"], report.dst, verdict,
+                                  **_ids(report), RESULT_ID=result, SCORE=score),
+                         me_default=cast.defaults)
+        if verdict != "eval_retry":
+            move = "close" if verdict == "eval_pass" else "abort"
+            add(move, evaluation, _reply(move, evaluation, **_ids(evaluation)), executor=executor)
+            return out
+        if attempt == MAX_ATTEMPTS - 1:
+            return out  # the generator stops here; the protocol would go on retrying
+        task = add("retry", evaluation,
+                   _message("retry", evaluation.conv, evaluation.turn + 1, evaluation.dst, executor,
+                            **_ids(evaluation)),
+                   executor=executor)
+    return out

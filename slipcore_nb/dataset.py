@@ -1,7 +1,11 @@
-"""The finetune dataset: build the train/eval splits, write and read validated JSONL.
+"""The finetune dataset: build the three splits, write and read validated JSONL.
 
-Each example is ``{"role", "input", "target"}``, the guide's format. The eval split is held out by
-goal text: its goals never appear in train, so eval measures the protocol, not memorised goals.
+Each example is ``{"role", "input", "target"}``, the guide's format. Two held-out splits:
+
+- ``eval``: goals that never occur in ``train``, worded with the training phrasings;
+- ``eval_unseen``: goals that never occur in ``train`` **and** wording that never occurs there (every
+  phrase comes from the ``unseen`` pools of :mod:`slipcore_nb.instructions`). This is the headline number:
+  it says whether the model learned the protocol or our templates.
 
 Run ``python -m slipcore_nb.dataset --out data/finetune`` to regenerate the committed files; with
 the default arguments the output is byte-for-byte what is in the repository.
@@ -15,14 +19,16 @@ import random
 from pathlib import Path
 
 from .conversations import ROLES, all_goal_texts, conversation
-from .protocol import NSlipError, decode
+from .instructions import instruction
+from .protocol import NSlipError, decode, encode
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "finetune"
 FIELDS = ("role", "input", "target")
-SPLITS = ("train", "eval")
+SPLITS = ("train", "eval", "eval_unseen")
+HEADLINE_SPLIT = "eval_unseen"
 DEFAULT_SEED = 42
-DEFAULT_CONVERSATIONS = 850
-DEFAULT_EVAL_CONVERSATIONS = 50
+DEFAULT_CONVERSATIONS = 760
+DEFAULT_EVAL_CONVERSATIONS = 32
 
 
 class DatasetError(ValueError):
@@ -34,20 +40,22 @@ def build_splits(
     eval_conversations: int = DEFAULT_EVAL_CONVERSATIONS,
     seed: int = DEFAULT_SEED,
 ) -> dict[str, list[dict[str, str]]]:
-    """Deterministic train/eval examples; each conversation has its own goal text."""
-    if not 0 < eval_conversations < num_conversations:
-        raise ValueError(
-            f"need 0 < eval_conversations ({eval_conversations}) < num_conversations ({num_conversations})"
-        )
+    """Deterministic splits; each conversation has its own goal, ``eval_conversations`` for each held-out split."""
+    if not 0 < 2 * eval_conversations < num_conversations:
+        raise ValueError(f"need 0 < 2 * eval_conversations ({eval_conversations}) < num_conversations "
+                         f"({num_conversations}): each held-out split takes eval_conversations")
     rng = random.Random(seed)
     goals = all_goal_texts()
     if num_conversations > len(goals):
         raise ValueError(f"num_conversations is at most {len(goals)} (one distinct goal text each)")
     chosen = rng.sample(goals, num_conversations)
-    eval_goals, train_goals = chosen[:eval_conversations], chosen[eval_conversations:]
+    held_out = {"eval": chosen[:eval_conversations], "eval_unseen": chosen[eval_conversations:2 * eval_conversations]}
+    goals_of = {"train": chosen[2 * eval_conversations:], **held_out}
     splits = {
-        "train": [ex for goal in train_goals for ex in conversation(rng, goal)],
-        "eval": [ex for goal in eval_goals for ex in conversation(rng, goal)],
+        name: [{"role": exchange.role, "input": instruction(exchange, rng, unseen=name == "eval_unseen"),
+                "target": encode(exchange.target)}
+               for goal in goals_of[name] for exchange in conversation(rng, goal)]
+        for name in SPLITS
     }
     rng.shuffle(splits["train"])  # roles interleaved, so any prefix of train is a fair sample
     return splits
@@ -93,7 +101,7 @@ def _validated(line: str, where: str) -> dict[str, str]:
 
 
 def load_split(name: str, data_dir: str | Path | None = None) -> list[dict[str, str]]:
-    """``"train"`` or ``"eval"`` from ``data_dir`` (default: the committed data/finetune)."""
+    """One of :data:`SPLITS` from ``data_dir`` (default: the committed data/finetune)."""
     if name not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
     path = Path(data_dir or DATA_DIR) / f"{name}.jsonl"
@@ -103,7 +111,7 @@ def load_split(name: str, data_dir: str | Path | None = None) -> list[dict[str, 
 
 
 def load_or_build(data_dir: str | Path | None = None) -> dict[str, list[dict[str, str]]]:
-    """Both splits from ``data_dir``; missing files are regenerated there with the default arguments."""
+    """Every split from ``data_dir``; missing files are regenerated there with the default arguments."""
     data_dir = Path(data_dir or DATA_DIR)
     if not all((data_dir / f"{name}.jsonl").exists() for name in SPLITS):
         for name, examples in build_splits().items():
@@ -115,13 +123,13 @@ def load_or_build(data_dir: str | Path | None = None) -> dict[str, list[dict[str
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m slipcore_nb.dataset",
-        description="Generate the nSLIP finetune dataset (train.jsonl and eval.jsonl).",
+        description="Generate the nSLIP finetune dataset (train.jsonl, eval.jsonl, eval_unseen.jsonl).",
     )
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="output folder (default: %(default)s)")
     parser.add_argument("--num-conversations", type=int, default=DEFAULT_CONVERSATIONS,
-                        help="conversations in total, 4 examples each (default: %(default)s)")
+                        help="conversations in total, one goal each (default: %(default)s)")
     parser.add_argument("--eval-conversations", type=int, default=DEFAULT_EVAL_CONVERSATIONS,
-                        help="of those, held out for eval.jsonl (default: %(default)s)")
+                        help="of those, held out for eval.jsonl and again for eval_unseen.jsonl (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: %(default)s)")
     args = parser.parse_args(argv)
     try:

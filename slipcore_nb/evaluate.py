@@ -1,23 +1,28 @@
 """Protocol-aware evaluation: greedy answers to eval prompts, scored field by field.
 
 "Looks like nSLIP" is not enough: an answer must decode (``valid``), and then every field the
-protocol determines must be right for the role and the incoming message (``protocol_correct``):
-act and frame for the role, turn = incoming turn + 1, conv/goal/task/result ids copied, src/dst
-right. Free fields (tag, priority, status, score) must stay inside the dataset's vocabulary.
-Any runtime's outputs can be scored (PyTorch here, llama.cpp or Ollama in :mod:`serve`).
+protocol determines must be what the conversation grammar (:mod:`slipcore_nb.conversations`) says
+(``protocol_correct``): act and frame, conversation, turn, sender and addressee, and the ids it
+copies or was given (goal, task, parent task, result, error code). ``rules`` checks the fields a rule
+fixes from the input (status, the critic's score, priority, tag). ``valid_but_wrong`` counts answers that
+decode but are protocol-incorrect: a grammar can turn a wrong, invalid answer into a wrong, valid one,
+so it is shown next to every constrained run. Any runtime's outputs can be scored (PyTorch here,
+llama.cpp or Ollama in :mod:`serve`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .conversations import PRIORITIES, ROLE_SPECS, ROLES, SCORE_BANDS, STATUS_CODES, incoming_message
+from .conversations import ROLES
 from .prompts import PROMPT
-from .protocol import Message, NSlipError, Slot, decode, extract
+from .protocol import NSlipError, Slot, decode, extract
 
-ID_SLOTS = (Slot.GOAL_ID, Slot.TASK_ID, Slot.RESULT_ID)
-CHECKS = ("valid", "exact", "act_frame", "turn", "conv", "ids", "src_dst", "slots", "free_ok",
-          "protocol_correct")
+ID_SLOTS = (Slot.GOAL_ID, Slot.TASK_ID, Slot.PARENT_TASK_ID, Slot.RESULT_ID, Slot.ERROR_CODE)
+RULE_SLOTS = (Slot.STATUS, Slot.SCORE, Slot.PRIORITY, Slot.TAG)
+CHECKS = ("valid", "exact", "act_frame", "turn", "conv", "src_dst", "ids", "rules", "protocol_correct",
+          "valid_but_wrong")
+DETERMINED = ("act_frame", "turn", "conv", "src_dst", "ids")
 
 
 def clean_answer(raw: str, eos_token: str | None = None) -> str:
@@ -31,45 +36,25 @@ def clean_answer(raw: str, eos_token: str | None = None) -> str:
 
 
 def score_answer(example: dict[str, str], answer: str) -> dict[str, bool]:
-    """Field-by-field checks of one answer against the example's role, incoming message and target."""
+    """Field-by-field checks of one answer against the example's target (what the protocol determines)."""
     target = decode(example["target"])
     try:
         out = decode(answer)
     except NSlipError:
         return {check: False for check in CHECKS}
-    spec = ROLE_SPECS[example["role"]]
-    incoming = incoming_message(example["input"])
     scores = {
         "valid": True,
         "exact": answer == example["target"],
-        "act_frame": (out.act, out.frame) == (spec.act, spec.frame),
-        "turn": out.turn == (incoming.turn + 1 if incoming else spec.turn),
+        "act_frame": (out.act, out.frame) == (target.act, target.frame),
+        "turn": out.turn == target.turn,
         "conv": out.conv == target.conv,
-        "ids": all(out.slots.get(slot) == target.slots.get(slot) for slot in ID_SLOTS),
         "src_dst": (out.src, out.dst) == (target.src, target.dst),
-        "slots": set(out.slots) == set(target.slots),
-        "free_ok": free_fields_ok(example["role"], out, incoming),
+        "ids": all(out.slots.get(slot) == target.slots.get(slot) for slot in ID_SLOTS),
+        "rules": all(out.slots.get(slot) == target.slots.get(slot) for slot in RULE_SLOTS),
     }
-    determined = ("act_frame", "turn", "conv", "ids", "src_dst")
-    scores["protocol_correct"] = all(scores[check] for check in determined)
+    scores["protocol_correct"] = all(scores[check] for check in DETERMINED)
+    scores["valid_but_wrong"] = not scores["protocol_correct"]
     return scores
-
-
-def free_fields_ok(role: str, out: Message, incoming: Message | None) -> bool:
-    """Tag, priority, status and score, where present, inside the vocabulary the dataset documents."""
-    slots = out.slots
-    if Slot.TAG in slots and slots[Slot.TAG] not in ROLE_SPECS[role].tags:
-        return False
-    if Slot.PRIORITY in slots and slots[Slot.PRIORITY] not in PRIORITIES:
-        return False
-    if Slot.STATUS in slots and slots[Slot.STATUS] not in STATUS_CODES.values():
-        return False
-    if Slot.SCORE in slots:
-        status = incoming.slots.get(Slot.STATUS) if incoming else None
-        allowed = SCORE_BANDS.get(status, range(0, 10))
-        if slots[Slot.SCORE] not in allowed:
-            return False
-    return True
 
 
 @dataclass

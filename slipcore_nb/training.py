@@ -105,6 +105,9 @@ def sft_config_kwargs(config: TrainConfig, backend: str, hardware: Hardware) -> 
         max_length=config.max_length,
         completion_only_loss=True,
         packing=False,
+        # Batches of similar length: prompts vary from ~90 to ~200 tokens, and padding every row of a
+        # random batch to its longest costs a quarter of the compute on a CPU.
+        train_sampling_strategy="group_by_length",
         # Unsloth applies its own checkpointing on CUDA when loading; plain peft on CUDA uses TRL's.
         gradient_checkpointing=cuda and backend == "transformers",
         dataloader_num_workers=0,
@@ -189,17 +192,20 @@ class TrainResult:
     output_dir: Path
 
 
-def run_metrics(model_name: str, backend: str, config: TrainConfig, result: TrainResult, before, after) -> dict:
+def run_metrics(model_name: str, backend: str, config: TrainConfig, result: TrainResult, before, after,
+                eval_split: str, after_seen_wording=None) -> dict:
     """The record of one run that notebook 05 and the README quote (``train_metrics.json``).
 
-    ``before`` and ``after`` are :class:`~slipcore_nb.evaluate.EvalReport` s on the same eval examples;
-    05 re-scores the exported model on that many examples, so their count is kept.
+    ``before`` and ``after`` are :class:`~slipcore_nb.evaluate.EvalReport` s on the first examples of
+    ``eval_split``; 05 re-scores the exported model on the same ones, so split and count are kept.
+    ``after_seen_wording``, where given, scores held-out goals in the training wording.
     """
     return {
         "model": model_name, "backend": backend, "max_steps": config.max_steps, "rank": config.lora_rank,
         "lr": config.learning_rate, "steps": result.steps, "minutes": round(result.seconds / 60, 2),
-        "eval_examples": len(after.rows), "loss_history": result.loss_history,
+        "eval_split": eval_split, "eval_examples": len(after.rows), "loss_history": result.loss_history,
         "before": before.summary(), "after": after.summary(),
+        **({"after_seen_wording": after_seen_wording.summary()} if after_seen_wording else {}),
     }
 
 

@@ -1,4 +1,4 @@
-"""The finetune dataset: determinism, schema, held-out split, protocol consistency, validation errors."""
+"""The finetune dataset: determinism, schema, held-out goals and wording, the conversation grammar, errors."""
 
 import collections
 import json
@@ -9,26 +9,25 @@ import sys
 import pytest
 
 from slipcore_nb.conversations import (
-    CRITIC_TAG_BY_STATUS, PRIORITIES, ROLE_SPECS, ROLES, SCORE_BANDS, STATUS_CODES, all_goal_texts,
-    incoming_message,
+    CRITIC_RULE, DEFAULT_IDS, GUIDE_GOAL, MOVES, ROLES, all_goal_texts, grammar_table,
 )
 from slipcore_nb.dataset import (
-    DATA_DIR, DatasetError, build_splits, load_or_build, load_split, read_jsonl, write_jsonl,
+    DATA_DIR, SPLITS, DatasetError, build_splits, load_or_build, load_split, read_jsonl, write_jsonl,
 )
-from slipcore_nb.protocol import Slot, decode, to_base62
+from slipcore_nb.instructions import ASKS, GOALS, INCOMING, INTROS, INTROS_NO_ID, PREAMBLES
+from slipcore_nb.protocol import Act, Frame, Slot, decode, extract, to_base62
 
-GOAL_LINE = re.compile(r"^Goal\[([0-9A-Za-z]+)\]: (.+)$", re.M)
 
 
 @pytest.fixture(scope="module")
 def committed():
-    return {name: load_split(name) for name in ("train", "eval")}
+    return {name: load_split(name) for name in SPLITS}
 
 
 def test_committed_files_regenerate_byte_for_byte(tmp_path):
     subprocess.run([sys.executable, "-m", "slipcore_nb.dataset", "--out", str(tmp_path)], check=True,
                    capture_output=True)
-    for name in ("train", "eval"):
+    for name in SPLITS:
         assert (tmp_path / f"{name}.jsonl").read_bytes() == (DATA_DIR / f"{name}.jsonl").read_bytes()
 
 
@@ -38,18 +37,21 @@ def test_cli_options(tmp_path):
     subprocess.run([sys.executable, "-m", "slipcore_nb.dataset", "--out", str(tmp_path),
                     "--num-conversations", "20", "--eval-conversations", "5", "--seed", "7"], check=True,
                    capture_output=True)
-    assert len(read_jsonl(tmp_path / "train.jsonl")) == 60
-    assert len(read_jsonl(tmp_path / "eval.jsonl")) == 20
+    assert read_jsonl(tmp_path / "train.jsonl") == build_splits(20, 5, seed=7)["train"]
+    assert read_jsonl(tmp_path / "eval_unseen.jsonl") == build_splits(20, 5, seed=7)["eval_unseen"]
     bad = subprocess.run([sys.executable, "-m", "slipcore_nb.dataset", "--out", str(tmp_path),
-                          "--num-conversations", "5", "--eval-conversations", "5"], capture_output=True, text=True)
+                          "--num-conversations", "9", "--eval-conversations", "5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "eval_conversations" in bad.stderr
 
 
-def test_sizes_and_roles(committed):
-    assert len(committed["train"]) >= 3000 and len(committed["eval"]) >= 200
+def test_sizes_roles_acts_and_frames(committed):
+    assert len(committed["train"]) >= 3000 and min(len(committed[n]) for n in ("eval", "eval_unseen")) >= 150
     for examples in committed.values():
-        counts = collections.Counter(ex["role"] for ex in examples)
-        assert set(counts) == set(ROLES) and len(set(counts.values())) == 1
+        assert set(collections.Counter(ex["role"] for ex in examples)) == set(ROLES)
+    messages = [decode(ex["target"]) for ex in committed["train"]]
+    assert len({m.act for m in messages}) >= 8
+    assert {m.frame for m in messages} == set(Frame)
+    assert {Slot.PARENT_TASK_ID, Slot.ERROR_CODE, Slot.STATUS} <= {slot for m in messages for slot in m.slots}
 
 
 def test_same_seed_same_data_other_seed_other_data():
@@ -57,59 +59,96 @@ def test_same_seed_same_data_other_seed_other_data():
     assert build_splits(30, 5, seed=1) != build_splits(30, 5, seed=2)
 
 
+GOAL_TEXT = re.compile("|".join(map(re.escape, sorted(all_goal_texts(), key=len, reverse=True))))
+
+
 def goal_texts(examples):
-    return {GOAL_LINE.search(ex["input"]).group(2) for ex in examples}
+    """The goal text of each example (the longest goal text its instruction holds)."""
+    return {GOAL_TEXT.search(ex["input"]).group(0) for ex in examples}
 
 
-def test_eval_goals_are_held_out(committed):
-    assert goal_texts(committed["eval"]).isdisjoint(goal_texts(committed["train"]))
+def test_held_out_goals(committed):
+    train = goal_texts(committed["train"])
+    assert len(train) >= 500
+    for name in ("eval", "eval_unseen"):
+        assert goal_texts(committed[name]) and goal_texts(committed[name]).isdisjoint(train)
 
 
-def test_goal_texts_are_diverse(committed):
-    assert len(all_goal_texts()) >= 1000
-    assert len(goal_texts(committed["train"])) >= 500
+def test_unseen_split_uses_no_training_wording(committed):
+    """Every phrase of an eval_unseen instruction comes from the held-out pools (ids and goals aside)."""
+    pools = (PREAMBLES, INTROS, INTROS_NO_ID, INCOMING, GOALS, ASKS)
+    def skeleton(phrase):  # the fixed words of a phrasing, e.g. "You are the ", " agent (id ", ")."
+        return [part for part in re.split(r"\{[a-zA-Z_]+\}", phrase) if len(part.strip()) > 3]
+    seen = {part for pool in pools for phrase in pool.train for part in skeleton(phrase)}
+    unseen_only = {part for pool in pools for phrase in pool.unseen for part in skeleton(phrase)} - seen
+    train_text = "\n".join(ex["input"] for ex in committed["train"])
+    assert unseen_only and not any(part in train_text for part in unseen_only)
+    for ex in committed["eval_unseen"]:
+        assert any(part in ex["input"] for part in unseen_only), ex["input"]
+
+
+def test_the_guides_prompt_is_not_trained_on_but_its_style_is(committed):
+    guide = "You are a planner agent. Goal[1]: Add rate limiting. Respond with nSLIP."
+    assert GUIDE_GOAL not in all_goal_texts()
+    assert not any(ex["input"] == guide for ex in committed["train"])
+    styled = [ex for ex in committed["train"] if ex["role"] == "planner" and extract(ex["input"]) is None]
+    assert len(styled) >= 100
+    for ex in styled:
+        target = decode(ex["target"])
+        assert (target.act, target.frame, target.conv, target.dst, target.turn) == (
+            Act.PROPOSE, Frame.PLAN, 1, DEFAULT_IDS["coordinator"], 2)
 
 
 def test_ids_usually_differ_from_the_conversation_id(committed):
     messages = [decode(ex["target"]) for ex in committed["train"]]
-    same = sum(m.slots[Slot.GOAL_ID] == m.conv or m.slots[Slot.TASK_ID] == m.conv for m in messages)
+    same = sum(m.slots[Slot.GOAL_ID] == m.conv != 1 or m.slots.get(Slot.TASK_ID) == m.conv != 1 for m in messages)
     assert same / len(messages) < 0.05
 
 
-def test_every_target_follows_the_protocol_from_its_input(committed):
-    for ex in committed["train"] + committed["eval"]:
-        role, target = ex["role"], decode(ex["target"])
-        spec = ROLE_SPECS[role]
-        assert (target.act, target.frame, target.turn) == (spec.act, spec.frame, spec.turn)
-        assert f"You are the {role} agent (id {to_base62(target.src)})" in ex["input"]
-        goal_id = GOAL_LINE.search(ex["input"]).group(1)
-        assert to_base62(target.slots[Slot.GOAL_ID]) == goal_id
-        assert target.slots[Slot.TAG] in spec.tags
-        incoming = incoming_message(ex["input"])
-        if role == "coordinator":
-            assert incoming is None
-            assert f"c={to_base62(target.conv)} " in ex["input"]
-            assert f"task k={to_base62(target.slots[Slot.TASK_ID])}." in ex["input"]
-            assert target.slots[Slot.PRIORITY] in PRIORITIES
+def move_of(target):
+    """The move a target makes, read back from its act, frame and tag."""
+    tag = target.slots[Slot.TAG]
+    found = [name for name, move in MOVES.items()
+             if (move.act, move.frame) == (target.act, target.frame) and tag in move.tags]
+    assert len(found) == 1, (target, found)
+    return found[0]
+
+
+def test_every_target_follows_the_conversation_grammar(committed):
+    """Each answer is what the README's grammar says, given only what its instruction shows."""
+    for ex in [ex for split in committed.values() for ex in split]:
+        target, incoming = decode(ex["target"]), extract(ex["input"])
+        move = MOVES[move_of(target)]
+        assert move.role == ex["role"]
+        assert f"{to_base62(target.slots[Slot.GOAL_ID])}" in ex["input"]
+        if incoming is None:
+            assert move_of(target) in ("open", "plan") and target.turn == (1 if move.role == "coordinator" else 2)
             continue
-        assert target.conv == incoming.conv and target.turn == incoming.turn + 1
-        assert target.slots[Slot.TASK_ID] == incoming.slots[Slot.TASK_ID]
-        assert target.dst == (incoming.src if role == "planner" else incoming.dst)
-        if role == "planner":
-            assert target.dst != target.src
-            assert target.slots[Slot.PRIORITY] == incoming.slots[Slot.PRIORITY]
-        if role == "executor":
-            assert f"R[{to_base62(target.slots[Slot.RESULT_ID])}]" in ex["input"]
-            assert target.slots[Slot.STATUS] in STATUS_CODES.values()
-        if role == "critic":
-            status = incoming.slots[Slot.STATUS]
-            assert target.slots[Slot.RESULT_ID] == incoming.slots[Slot.RESULT_ID]
-            assert target.slots[Slot.SCORE] in SCORE_BANDS[status]
-            assert target.slots[Slot.TAG] == CRITIC_TAG_BY_STATUS[status]
+        assert f"{incoming.act.name}/{incoming.frame.name}" in move.answers
+        assert (target.conv, target.turn) == (incoming.conv, incoming.turn + 1)
+        for slot in (Slot.GOAL_ID, Slot.TASK_ID, Slot.PARENT_TASK_ID):
+            if move_of(target) != "dispatch":
+                assert target.slots.get(slot) == incoming.slots.get(slot)
+        if move_of(target) == "evaluate":
+            assert target.dst == incoming.dst
+            outcome = incoming.slots.get(Slot.STATUS, "error")
+            assert (target.slots[Slot.SCORE], target.slots[Slot.TAG]) == CRITIC_RULE[outcome]
+            assert target.slots.get(Slot.RESULT_ID) == incoming.slots.get(Slot.RESULT_ID)
+        elif move_of(target) in ("dispatch", "retry"):
+            assert target.src == incoming.dst and target.dst != incoming.src
+        else:
+            assert (target.src, target.dst) == (incoming.dst, incoming.src), "a reply goes back to the sender"
+        if move_of(target) == "dispatch":
+            assert target.slots[Slot.PARENT_TASK_ID] == incoming.slots[Slot.TASK_ID]
+        if move_of(target) == "report":
+            assert target.slots[Slot.STATUS] in ("done", "partial", "failed")
+            assert f"{to_base62(target.slots[Slot.RESULT_ID])}" in ex["input"]
+        if move_of(target) == "error":
+            assert target.slots[Slot.ERROR_CODE] in ex["input"]
 
 
 def test_write_then_read_round_trips(tmp_path):
-    examples = build_splits(10, 2, seed=3)["eval"]
+    examples = build_splits(12, 2, seed=3)["eval"]
     write_jsonl(tmp_path / "x.jsonl", examples)
     assert read_jsonl(tmp_path / "x.jsonl") == examples
 
@@ -142,4 +181,10 @@ def test_missing_split_says_how_to_make_it(tmp_path):
 
 def test_load_or_build_regenerates_missing_files(tmp_path, committed):
     assert load_or_build(tmp_path) == committed
-    assert (tmp_path / "eval.jsonl").read_bytes() == (DATA_DIR / "eval.jsonl").read_bytes()
+    assert (tmp_path / "eval_unseen.jsonl").read_bytes() == (DATA_DIR / "eval_unseen.jsonl").read_bytes()
+
+
+def test_readme_documents_the_conversation_grammar():
+    readme = (DATA_DIR.parent.parent / "README.md").read_text()
+    assert grammar_table() in readme
+    assert all(f"| {move.act.name}/{move.frame.name} |" in grammar_table() for move in MOVES.values())
