@@ -8,8 +8,8 @@ The conversation grammar (the README's table is :func:`grammar_table`, checked b
 
 - A reply goes **from the addressee of the incoming message to its sender**, in the same
   conversation, with turn = incoming turn + 1, copying the goal ``g``, task ``k`` and parent ``p`` ids.
-  Two moves are not replies: the critic reads the executor's report to the coordinator and sends its
-  EVAL to that coordinator, and the coordinator hands a plan or a retry to the executor.
+  Three moves are not replies: the critic reads the executor's report to the coordinator and sends its
+  EVAL to that coordinator, and the coordinator hands a plan (a new subtask) or a retry to the executor.
 - The coordinator opens (turn 1, REQUEST/TASK to the planner). The planner PROPOSEs a plan, or ASKs
   a question (the coordinator INFORMs, the planner then proposes), or REJECTs the task, or COMMITs to
   do it itself. The coordinator hands the plan to the executor as a subtask ``k`` with parent ``p``.
