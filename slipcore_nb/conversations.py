@@ -182,7 +182,7 @@ def conversation(rng: random.Random, goal_text: str) -> list[Exchange]:
     out: list[Exchange] = []
 
     def add(move: str, incoming: Message | None, target: Message, **facts) -> Message:
-        out.append(Exchange(move, incoming, target, {**base, "me": target.src, **facts}))
+        out.append(Exchange(move, incoming, target, {**base, **facts}))
         return target
 
     if rng.random() < 0.3:  # the guide's style: a planner gets a goal and nothing else

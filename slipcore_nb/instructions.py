@@ -69,7 +69,7 @@ ASKS = Pool(
      "Return the {act} ({frame}) message in nSLIP."),
 )
 
-# Facts per move. ``{...}`` names a fact; forms in ``_NO_IDS`` pools leave SLIPCore's defaults unsaid.
+# Facts per move. ``{...}`` names a fact; the ``*_no_ids`` and ``*_task_only`` pools leave SLIPCore's defaults unsaid.
 FACTS: dict[str, Pool] = {
     "open": Pool(
         ("Open conversation c={conv} and delegate the goal to the planner agent (id {planner}) as task k={task}.",
