@@ -84,8 +84,8 @@ def run(model: str, examples: list[dict], train: list[dict], max_steps: int, ran
     """Load, train ``max_steps`` with evaluations at ``eval_steps`` (0 = before training), return the points."""
     from slipcore_nb import models, training
 
-    loaded = models.load_model(model, rank=rank)
-    config = training.TrainConfig.from_spec(loaded.spec, max_steps=max_steps, rank=rank, lr=lr,
+    loaded = models.load_model(model, lora_rank=rank)
+    config = training.TrainConfig.from_spec(loaded.spec, max_steps=max_steps, lora_rank=rank, learning_rate=lr,
                                             output_dir=out_root)
     points: list[dict] = []
 
@@ -99,7 +99,7 @@ def run(model: str, examples: list[dict], train: list[dict], max_steps: int, ran
         evaluator.evaluate_now(0)
         evaluator.eval_seconds = 0.0
     trainer = training.make_trainer(loaded, train, config, callbacks=(evaluator.as_callback(),))
-    result = training.train(trainer, resume=False)
+    result = training.train(trainer, training.start_run(config, train, fresh=True))
     if result.interrupted:
         raise KeyboardInterrupt
     settings = {"model": loaded.spec.name, "backend": loaded.backend, "backend_note": loaded.note,

@@ -49,7 +49,8 @@ def one_backend(backend: str, model: str, warmup: int, timed: int, out: Path) ->
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         # No checkpoint inside the measured steps.
         config = training.TrainConfig.from_spec(loaded.spec, max_steps=steps, output_dir=tmp, save_steps=10**6)
-        trainer = training.make_trainer(loaded, dataset.load_split("train"), config)
+        examples = dataset.load_split("train")
+        trainer = training.make_trainer(loaded, examples, config)
         tokens, padded = [], []
         collate = trainer.data_collator
 
@@ -70,7 +71,7 @@ def one_backend(backend: str, model: str, warmup: int, timed: int, out: Path) ->
                 step_seconds.append(time.perf_counter() - self.t)
 
         trainer.add_callback(Clock())
-        result = training.train(trainer, resume=False)
+        result = training.train(trainer, training.start_run(config, examples, fresh=True))
     if backend == "transformers":
         assert "unsloth" not in sys.modules, "the plain path must run without unsloth imported"
     timed_seconds = sum(step_seconds[warmup:])
@@ -128,7 +129,7 @@ def _exported_by_notebooks(model: str) -> dict | None:
 
 def prepare_served_model(model: str, work: Path, log) -> dict:
     """Merged folder + f16/Q4_K_M GGUFs with their Modelfiles, from the best trained model at hand."""
-    from slipcore_nb import export, models
+    from slipcore_nb import export, modelfile, models
 
     found = _exported_by_notebooks(model)
     if found:
@@ -144,7 +145,7 @@ def prepare_served_model(model: str, work: Path, log) -> dict:
     target = work / "speed-export"
     merged = export.merge_to_16bit(loaded.model, loaded.tokenizer, target / "merged")
     ggufs = export.to_gguf(merged.path, target / "gguf", types=GGUF_KINDS)
-    files = {kind: str(export.write_modelfile(ggufs[kind].path, out_dir=target / "gguf" / f"ollama-{kind}").modelfile)
+    files = {kind: str(modelfile.write_modelfile(ggufs[kind].path, out_dir=target / "gguf" / f"ollama-{kind}").modelfile)
              for kind in ggufs}
     return {"source": source, "merged": str(merged.path), **files}
 
@@ -242,7 +243,7 @@ def notebook_times(quick: bool, prefixes: list[str], work: Path, log) -> dict:
                 if prefixes and not any(nb.name.startswith(p) for p in prefixes):
                     continue
                 log(f"(c) notebook {nb.name} on tiny")
-                seconds = runner.run_notebook(nb, work / "executed-notebooks")
+                _, seconds = runner.run_notebook(nb, work / "executed-notebooks")
                 rows.append({"notebook": nb.name, "seconds": round(seconds, 1)})
         finally:
             for key, value in saved.items():

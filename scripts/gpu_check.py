@@ -118,8 +118,9 @@ def train_4bit(name: str, steps: int, work: Path, t4: bool = False) -> tuple[dic
     if t4:
         loaded = replace(loaded, hardware=replace(loaded.hardware, gpu_bf16=False))
     config = training.TrainConfig.from_spec(loaded.spec, max_steps=steps, output_dir=work / f"{name}-run")
-    trainer = training.make_trainer(loaded, dataset.load_split("train")[:512], config)
-    result = training.train(trainer, resume=False)
+    examples = dataset.load_split("train")[:512]
+    trainer = training.make_trainer(loaded, examples, config)
+    result = training.train(trainer, training.start_run(config, examples, fresh=True))
     losses = [loss for _, loss in result.loss_history]
     optimizer = type(trainer.optimizer).__name__
     found = {"backend": loaded.backend, "note": loaded.note, "four_bit_tensors": packed,
@@ -143,7 +144,7 @@ def merge(loaded, work: Path) -> dict:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from slipcore_nb import export, models
+    from slipcore_nb import export, modelfile, models
     from slipcore_nb.prompts import PROMPT
 
     text = PROMPT.prompt("You are the planner agent (id 2). Goal[1]: Add rate limiting. Respond with one nSLIP message.")
@@ -178,7 +179,7 @@ def gguf_on_gpu(merged_dir: str, work: Path, prompts: int) -> dict:
     assert any(name.startswith("CUDA") for name in buffers), buffers
     examples = dataset.load_split("eval")[:prompts]
     instructions = [ex["input"] for ex in examples]
-    modelfile = export.write_modelfile(ggufs["f16"].path, out_dir=work / "gguf" / "ollama-f16").modelfile
+    modelfile = modelfile.write_modelfile(ggufs["f16"].path, out_dir=work / "gguf" / "ollama-f16").modelfile
     answers = serve.answer(instructions, modelfile, runtime="llama.cpp")
     model, tokenizer = models.load_merged(merged_dir)
     budget = evaluate.answer_budget(tokenizer, examples)

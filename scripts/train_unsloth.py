@@ -4,7 +4,7 @@
     python scripts/train_unsloth.py --model smollm2-135m --max-steps 120 --rank 16 --lr 1e-3
 
 Loads the model (Unsloth, or transformers + peft as fallback), scores the eval split, trains with
-LoRA (resuming from the last checkpoint of the same model and rank), scores again, and writes what
+LoRA (resuming from the last checkpoint of a run with the same settings and data), scores again, and writes what
 notebooks 01 and 03 write (``model.json``, ``lora/``, ``train_metrics.json``), so notebooks 04 and 05
 go on from here. Defaults come from the model's registry entry.
 """
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.model or choice.name
     reason = choice.reason if choice else "named with --model"
     print(f"model: {name} ({reason})")
-    loaded = models.load_model(name, rank=args.rank, backend=args.backend)
+    loaded = models.load_model(name, lora_rank=args.rank, backend=args.backend)
     print(f"backend: {loaded.backend} - {loaded.note}")
     # What notebook 01 would have written, so 04 and 05 continue from this run.
     artifacts.save_json("model.json", {"name": name, "reason": reason, "backend": loaded.backend,
@@ -53,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     before = evaluate.evaluate(loaded.model, loaded.tokenizer, held_out, progress=True)
     print("before training:", before.summary())
 
-    config = training.TrainConfig.from_spec(loaded.spec, max_steps=args.max_steps, rank=args.rank, lr=args.lr)
+    config = training.TrainConfig.from_spec(loaded.spec, max_steps=args.max_steps, lora_rank=args.rank,
+                                            learning_rate=args.lr)
     trainer = training.make_trainer(loaded, train, config)
     print(training.masked_example(trainer))
-    result = training.train(trainer, resume=not args.fresh)
-    print(f"{result.steps} steps in {result.seconds / 60:.1f} min"
-          + (f", resumed from {result.resumed_from}" if result.resumed_from else ""))
+    start = training.start_run(config, train, fresh=args.fresh)
+    print(start.reason)
+    result = training.train(trainer, start)
+    print(f"{result.steps} steps in {result.seconds / 60:.1f} min")
     if result.interrupted:
         return 130
 

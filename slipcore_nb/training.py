@@ -4,15 +4,19 @@ The dataset is prompt/completion pairs rendered by :data:`slipcore_nb.prompts.PR
 masks the prompt and the model learns only the nSLIP line and its EOS. Precision and optimizer
 follow the hardware: on CUDA bf16 (or fp16) and 8-bit AdamW; on CPU, Unsloth's CPU path chooses
 bf16 itself while plain TRL must run fp32 (``use_cpu=True, bf16=False``, no checkpointing).
-Checkpoints are written every ``save_steps``; running :func:`train` again continues from the last one.
+Checkpoints are written every ``save_steps``. :func:`start_run` decides where a run starts: training
+again with the same settings and data continues from the last checkpoint; any other setting (a moved
+slider, another model or dataset) starts afresh, so the "after" numbers always belong to the sliders shown.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import artifacts
@@ -24,6 +28,7 @@ from .prompts import PROMPT
 class TrainConfig:
     """What a run needs; :meth:`from_spec` fills what the sliders leave out from the registry entry."""
 
+    model: str
     max_steps: int
     learning_rate: float
     lora_rank: int
@@ -41,23 +46,24 @@ class TrainConfig:
         cls,
         spec: ModelSpec,
         max_steps: int | None = None,
-        rank: int | None = None,
-        lr: float | None = None,
+        lora_rank: int | None = None,
+        learning_rate: float | None = None,
         output_dir: str | Path | None = None,
         **overrides,
     ) -> "TrainConfig":
-        """Slider values win; ``None`` means the model's default. Each model and rank gets its own run folder."""
+        """Slider values win; ``None`` means the model's default. Each model gets its own run folder."""
         max_steps = max_steps or spec.max_steps
-        rank = rank or spec.lora_rank
+        lora_rank = lora_rank or spec.lora_rank
         root = Path(output_dir or artifacts.output_dir() / "checkpoints")
         config = cls(
+            model=spec.name,
             max_steps=max_steps,
-            learning_rate=lr or spec.learning_rate,
-            lora_rank=rank,
+            learning_rate=learning_rate or spec.learning_rate,
+            lora_rank=lora_rank,
             batch_size=spec.batch_size,
             grad_accum=spec.grad_accum,
             save_steps=min(spec.save_steps, max_steps),
-            output_dir=root / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', spec.name)}-r{rank}",
+            output_dir=root / re.sub(r"[^A-Za-z0-9.-]+", "_", spec.name),
             warmup_steps=min(5, max_steps // 10),
             max_length=spec.max_seq_length,
         )
@@ -73,50 +79,48 @@ def prompt_completion_dataset(examples: list[dict], eos_token: str):
     )
 
 
-def sft_config_kwargs(config: TrainConfig, backend: str, hardware: Hardware) -> dict:
-    """Exactly what goes to ``SFTConfig``; precision and optimizer follow the hardware and backend.
+def hardware_kwargs(backend: str, hardware: Hardware) -> dict:
+    """The ``SFTConfig`` fields that follow the machine: precision, optimizer, device, checkpointing.
 
     On a GPU: bf16 where it is native (Ampere and newer), else fp16 (a T4), the rule Unsloth uses;
-    8-bit AdamW (bitsandbytes) keeps the optimizer state small.
+    8-bit AdamW (bitsandbytes) keeps the optimizer state small. Unsloth applies its own gradient
+    checkpointing when it loads on CUDA, plain peft on CUDA takes TRL's; a CPU has memory to spare.
     """
-    cuda = hardware.cuda
-    if cuda:
-        precision = dict(bf16=hardware.gpu_bf16, fp16=not hardware.gpu_bf16, optim="adamw_8bit")
-    elif backend == "unsloth":
-        # Unsloth's CPU backend keeps bf16 autocast where the CPU has native bf16, else turns it off.
-        precision = dict(bf16=True, fp16=False, optim="adamw_torch", use_cpu=True)
-    else:
-        precision = dict(bf16=False, fp16=False, optim="adamw_torch", use_cpu=True)
+    checkpointing = hardware.cuda and backend == "transformers"
+    if hardware.cuda:
+        return dict(bf16=hardware.gpu_bf16, fp16=not hardware.gpu_bf16, optim="adamw_8bit",
+                    gradient_checkpointing=checkpointing)
+    # Unsloth's CPU backend keeps bf16 autocast where the CPU has native bf16, else turns it off;
+    # plain TRL on a CPU must run fp32.
+    return dict(bf16=backend == "unsloth", fp16=False, optim="adamw_torch", use_cpu=True,
+                gradient_checkpointing=checkpointing)
+
+
+def sft_config_kwargs(config: TrainConfig, backend: str, hardware: Hardware) -> dict:
+    """What notebook 03 passes to ``SFTConfig``, for the scripts and benchmarks (a test holds the two equal)."""
     return dict(
         output_dir=str(config.output_dir),
         max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
         lr_scheduler_type="linear",
         warmup_steps=config.warmup_steps,
-        weight_decay=0.0,
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        seed=config.seed,
-        report_to="none",
-        max_length=config.max_length,
         completion_only_loss=True,
-        packing=False,
+        max_length=config.max_length,
         # Batches of similar length: prompts vary from ~90 to ~200 tokens, and padding every row of a
         # random batch to its longest costs a quarter of the compute on a CPU.
         train_sampling_strategy="group_by_length",
-        # Unsloth applies its own checkpointing on CUDA when loading; plain peft on CUDA uses TRL's.
-        gradient_checkpointing=cuda and backend == "transformers",
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-        **precision,
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        seed=config.seed,
+        **hardware_kwargs(backend, hardware),
     )
 
 
-def _trainer_class(backend: str, cuda: bool):
+def sft_trainer_class(backend: str, hardware: Hardware):
     """TRL's ``SFTTrainer``, read at call time because Unsloth replaces it when imported.
 
     Stock TRL 1.x always takes the loss through a fused LM head whose kernel is Triton (CUDA/XPU
@@ -127,7 +131,7 @@ def _trainer_class(backend: str, cuda: bool):
     import trl
     from transformers import Trainer
 
-    if cuda or backend == "unsloth":
+    if hardware.cuda or backend == "unsloth":
         return trl.SFTTrainer
 
     class CPUSFTTrainer(trl.SFTTrainer):
@@ -143,7 +147,7 @@ def make_trainer(loaded: LoadedModel, examples: list[dict], config: TrainConfig,
     import trl
 
     args = trl.SFTConfig(**sft_config_kwargs(config, loaded.backend, loaded.hardware))
-    return _trainer_class(loaded.backend, loaded.hardware.cuda)(
+    return sft_trainer_class(loaded.backend, loaded.hardware)(
         model=loaded.model,
         args=args,
         train_dataset=prompt_completion_dataset(examples, loaded.tokenizer.eos_token),
@@ -175,8 +179,8 @@ def masked_example(trainer, index: int = 0) -> MaskedExample:
     keep = labels != -100
     tokenizer = trainer.processing_class
     return MaskedExample(
-        masked_text=tokenizer.decode(ids[~keep]),
-        trained_text=tokenizer.decode(labels[keep]),
+        masked_text=tokenizer.decode(ids[~keep], clean_up_tokenization_spaces=False),
+        trained_text=tokenizer.decode(labels[keep], clean_up_tokenization_spaces=False),
         masked_tokens=int((~keep).sum()),
         trained_tokens=int(keep.sum()),
     )
@@ -190,6 +194,13 @@ class TrainResult:
     resumed_from: str | None
     interrupted: bool
     output_dir: Path
+
+    @classmethod
+    def of(cls, trainer, start: RunStart, seconds: float, interrupted: bool = False) -> "TrainResult":
+        """What ``trainer.train`` left in the trainer's state, started from ``start``."""
+        history = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+        return cls(loss_history=history, steps=trainer.state.global_step, seconds=seconds,
+                   resumed_from=start.checkpoint, interrupted=interrupted, output_dir=Path(trainer.args.output_dir))
 
 
 def run_metrics(model_name: str, backend: str, config: TrainConfig, result: TrainResult, before, after,
@@ -209,36 +220,71 @@ def run_metrics(model_name: str, backend: str, config: TrainConfig, result: Trai
     }
 
 
+RUN_RECORD = "run.json"  # in the run folder: the settings and data its checkpoints were trained with
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """Where training starts: ``checkpoint`` (``None``: step 0) and, in one sentence, why."""
+
+    checkpoint: str | None
+    reason: str
+
+
+def run_settings(config: TrainConfig, examples: list[dict]) -> dict:
+    """Everything that changes what a run learns: the config (not where it is saved) and a hash of the data."""
+    settings = {key: value for key, value in asdict(config).items() if key not in ("output_dir", "logging_steps")}
+    data = json.dumps(examples, sort_keys=True, ensure_ascii=False).encode()
+    return {**settings, "data_sha256": hashlib.sha256(data).hexdigest()[:16]}
+
+
+def start_run(config: TrainConfig, examples: list[dict], fresh: bool = False) -> RunStart:
+    """Continue the run in ``config.output_dir`` only if it had the same settings and data; else start over.
+
+    Starting over clears the folder and records the new settings, so a checkpoint is never resumed
+    under sliders it was not trained with (a resumed 120-step run asked for 60 steps trains nothing).
+    """
+    folder = Path(config.output_dir)
+    settings = run_settings(config, examples)
+    record = folder / RUN_RECORD
+    earlier = json.loads(record.read_text()) if record.exists() else None
+    checkpoint = last_checkpoint(folder)
+    if fresh:
+        why = "asked for a fresh run"
+    elif earlier is not None and earlier != settings:
+        changed = [f"{key} {earlier.get(key)} -> {value}" for key, value in settings.items() if earlier.get(key) != value]
+        why = "settings changed since the last run: " + ", ".join(changed)
+    elif checkpoint is None:
+        why = "no earlier checkpoint of this model"
+    else:
+        step = int(checkpoint.rsplit("-", 1)[1])
+        left = "nothing left to train" if step >= config.max_steps else f"{config.max_steps - step} steps to go"
+        return RunStart(checkpoint, f"Resuming {checkpoint} (same settings and data; {left}).")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    record.write_text(json.dumps(settings, indent=1))
+    return RunStart(None, f"Starting a fresh run in {folder}: {why}.")
+
+
 def last_checkpoint(output_dir: str | Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
 
 
-def train(trainer, resume: bool = True) -> TrainResult:
-    """Train, continuing from the last checkpoint when ``resume``; otherwise the run folder is cleared.
+def train(trainer, start: RunStart) -> TrainResult:
+    """``trainer.train`` from ``start`` (see :func:`start_run`), timed, with the loss history.
 
     A KeyboardInterrupt (the notebook's stop button) ends the run early and returns what was
-    learned so far; calling :func:`train` again continues from the last checkpoint.
+    learned so far; the same settings then continue from the last checkpoint.
     """
-    output_dir = Path(trainer.args.output_dir)
-    checkpoint = last_checkpoint(output_dir) if resume else None
-    if not resume and output_dir.exists():
-        shutil.rmtree(output_dir)
-    start = time.perf_counter()
+    began = time.perf_counter()
     interrupted = False
     try:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.train(resume_from_checkpoint=start.checkpoint)
     except KeyboardInterrupt:
         interrupted = True
         print(f"Interrupted at step {trainer.state.global_step}; run again to continue from "
-              f"{last_checkpoint(output_dir) or 'the start'}.")
-    history = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
-    return TrainResult(
-        loss_history=history,
-        steps=trainer.state.global_step,
-        seconds=time.perf_counter() - start,
-        resumed_from=checkpoint,
-        interrupted=interrupted,
-        output_dir=output_dir,
-    )
+              f"{last_checkpoint(trainer.args.output_dir) or 'the start'}.")
+    return TrainResult.of(trainer, start, time.perf_counter() - began, interrupted)

@@ -5,10 +5,12 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 import trl
+from notebook_code import evaluated, notebook_call
 from transformers import TrainerCallback
 
 from slipcore_nb import models, training
@@ -36,9 +38,9 @@ def test_config_from_sliders_and_registry(tmp_path):
     spec = models.get_spec("tiny")
     default = training.TrainConfig.from_spec(spec, output_dir=tmp_path)
     assert (default.max_steps, default.learning_rate, default.lora_rank) == (spec.max_steps, spec.learning_rate, 16)
-    moved = training.TrainConfig.from_spec(spec, max_steps=40, rank=8, lr=1e-3, output_dir=tmp_path)
+    moved = training.TrainConfig.from_spec(spec, max_steps=40, lora_rank=8, learning_rate=1e-3, output_dir=tmp_path)
     assert (moved.max_steps, moved.learning_rate, moved.lora_rank, moved.save_steps) == (40, 1e-3, 8, 40)
-    assert moved.output_dir == tmp_path / "tiny-r8"
+    assert moved.output_dir == tmp_path / "tiny"
 
 
 @pytest.mark.parametrize("backend", ["unsloth", "transformers"])
@@ -62,6 +64,18 @@ def test_cuda_sft_config_names_real_fields(tmp_path, gpu, bf16):
     fields = {f.name for f in dataclasses.fields(trl.SFTConfig)}
     assert set(kwargs) <= fields
     assert kwargs["optim"] == "adamw_8bit" and (kwargs["bf16"], kwargs["fp16"]) == (bf16, not bf16)
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "transformers"])
+def test_notebook_03_passes_sft_config_exactly_what_the_library_passes(tmp_path, backend):
+    """The lesson's SFTConfig is written out in 03; scripts and benchmarks take sft_config_kwargs."""
+    call = notebook_call("03_train.ipynb", "trl.SFTConfig")
+    cfg = config(tmp_path)
+    namespace = {"trl": trl, "training": training, "config": cfg,
+                 "loaded": types.SimpleNamespace(backend=backend, hardware=CPU)}
+    in_notebook = evaluated(call, namespace)
+    from_library = trl.SFTConfig(**training.sft_config_kwargs(cfg, backend, CPU))
+    assert in_notebook.to_dict() == from_library.to_dict()
 
 
 def test_prompt_completion_rows_come_from_prompts():
@@ -92,7 +106,8 @@ def _assert_learns(losses):
 def test_short_training_lowers_the_loss_through_unsloth(tmp_path):
     loaded = models.load_model("tiny")
     assert loaded.backend == "unsloth"
-    result = training.train(training.make_trainer(loaded, EXAMPLES, config(tmp_path, max_steps=30)))
+    cfg = config(tmp_path, max_steps=30)
+    result = training.train(training.make_trainer(loaded, EXAMPLES, cfg), training.start_run(cfg, EXAMPLES))
     assert result.steps == 30 and not result.interrupted
     _assert_learns([loss for _, loss in result.loss_history])
 
@@ -103,7 +118,8 @@ from slipcore_nb import models, training
 from slipcore_nb.dataset import load_split
 loaded = models.load_model("tiny", backend="transformers")
 config = training.TrainConfig.from_spec(loaded.spec, max_steps=30, output_dir=sys.argv[1])
-result = training.train(training.make_trainer(loaded, load_split("train")[:256], config))
+examples = load_split("train")[:256]
+result = training.train(training.make_trainer(loaded, examples, config), training.start_run(config, examples))
 assert "unsloth" not in sys.modules  # stock TRL, not the classes Unsloth patches on import
 print(result.steps, *[loss for _, loss in result.loss_history])
 """
@@ -132,14 +148,16 @@ class StopAt(TrainerCallback):
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     cfg = config(tmp_path, max_steps=8, save_steps=3)
-    straight = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg), resume=False)
+    straight = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg),
+                              training.start_run(cfg, EXAMPLES))
 
-    stopped = training.train(
-        training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg, callbacks=(StopAt(5),)), resume=False
-    )
+    stopped = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg, callbacks=(StopAt(5),)),
+                             training.start_run(cfg, EXAMPLES, fresh=True))
     assert stopped.interrupted and training.last_checkpoint(cfg.output_dir).endswith("checkpoint-3")
 
-    resumed = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg))
+    start = training.start_run(cfg, EXAMPLES)
+    assert start.checkpoint.endswith("checkpoint-3") and "5 steps to go" in start.reason
+    resumed = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg), start)
     assert resumed.resumed_from.endswith("checkpoint-3") and resumed.steps == 8
     assert [step for step, _ in resumed.loss_history] == list(range(1, 9))
     # Same data order and weights as the uninterrupted run: the same losses.
@@ -148,12 +166,34 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     )
 
 
+def test_a_moved_slider_trains_a_fresh_run_and_the_same_settings_resume(tmp_path):
+    """The trap: 8 steps trained, the steps slider moved to 6, run again. Resuming checkpoint-8 would
+    train nothing and show the old model; a fresh run trains the 6 steps asked for."""
+    first = config(tmp_path, max_steps=8, save_steps=4)
+    training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, first), training.start_run(first, EXAMPLES))
+
+    again = training.start_run(first, EXAMPLES)
+    assert again.checkpoint.endswith("checkpoint-8") and "nothing left to train" in again.reason
+
+    fewer = config(tmp_path, max_steps=6, save_steps=4)
+    start = training.start_run(fewer, EXAMPLES)
+    assert start.checkpoint is None and "max_steps 8 -> 6" in start.reason
+    assert training.last_checkpoint(fewer.output_dir) is None  # the old run's checkpoints are gone
+    result = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, fewer), start)
+    assert result.steps == 6 and [step for step, _ in result.loss_history] == list(range(1, 7))
+
+    other_data = training.start_run(fewer, EXAMPLES[:100])
+    assert other_data.checkpoint is None and "data_sha256" in other_data.reason
+    moved_lr = training.start_run(config(tmp_path, max_steps=6, save_steps=4, learning_rate=1e-4), EXAMPLES[:100])
+    assert moved_lr.checkpoint is None and "learning_rate" in moved_lr.reason
+
+
 def test_checkpoints_go_under_the_output_dir_whatever_the_working_directory(tmp_path, monkeypatch):
     """Notebooks run with notebooks/ as working directory; checkpoints must still land in outputs/."""
     monkeypatch.setenv("SLIPCORE_OUTPUT_DIR", str(tmp_path / "out"))
     monkeypatch.chdir(tmp_path)
-    config = training.TrainConfig.from_spec(models.get_spec("tiny"), rank=8)
-    assert config.output_dir == (tmp_path / "out" / "checkpoints" / "tiny-r8").resolve()
+    config = training.TrainConfig.from_spec(models.get_spec("tiny"), lora_rank=8)
+    assert config.output_dir == (tmp_path / "out" / "checkpoints" / "tiny").resolve()
 
 
 def test_script_leaves_what_notebooks_04_and_05_read(tmp_path):
