@@ -1,7 +1,8 @@
-"""What this machine runs: the versions that matter for this stack, for the notebook's first check."""
+"""What this machine runs and how it is told: versions for the notebook's first check, numeric settings."""
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 
@@ -17,3 +18,14 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "missing"
     return versions
+
+
+def env_number(name: str, default: float, cast=int):
+    """A number from the environment, or ``default``; a bad value names the variable."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}; unset it or give a number") from None

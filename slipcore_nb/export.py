@@ -1,4 +1,4 @@
-"""From a trained LoRA to files Ollama and llama.cpp load: adapter, merged 16-bit folder, GGUF, Modelfile.
+"""From a trained LoRA to files Ollama and llama.cpp load: adapter, merged 16-bit folder, GGUF.
 
 GGUF is written by llama.cpp's own converter (``convert_hf_to_gguf.py``), the copy vendored in the
 ``llama-cpp-python`` sdist of the *installed* version, so the converter and the runtime that loads
@@ -7,9 +7,7 @@ with ``pip download`` into ``$SLIPCORE_CACHE`` (``python -m slipcore_nb.export -
 or taken from a llama.cpp checkout named by ``LLAMA_CPP_DIR``. Nothing here touches GitHub or the HF
 hub, and Unsloth's ``save_pretrained_gguf`` is never called (it runs ``apt-get`` and ``git clone``).
 
-The Modelfile's ``TEMPLATE`` and ``stop`` lines are rendered from :data:`slipcore_nb.prompts.PROMPT`,
-and :func:`parse_modelfile` reads them back the way Ollama's parser does, so tests and the llama.cpp
-fallback in :mod:`slipcore_nb.serve` use exactly what Ollama would.
+The Modelfile that points Ollama at these files is :mod:`slipcore_nb.modelfile`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import copy
 import json
 import logging
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -144,17 +141,25 @@ def _extract_converter(sdist: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _run_converter(script: str, args: list[str], log: Path) -> None:
-    """Run one llama.cpp converter script with its own gguf-py, offline; keep the log beside the output."""
+def converter_command(script: str, *args: str) -> list[str]:
+    """The command line that runs one of llama.cpp's converter scripts, as a user would type it."""
+    return [sys.executable, str(find_converter() / script), *args]
+
+
+def converter_env() -> dict[str, str]:
+    """The converter's environment: its own gguf-py (newer than PyPI's ``gguf``), and offline."""
     converter = find_converter()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(converter / "gguf-py"), str(converter)]))
+    return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                PYTHONPATH=os.pathsep.join([str(converter / "gguf-py"), str(converter)]))
+
+
+def _run_converter(command: list[str], log: Path) -> None:
+    """Run a :func:`converter_command`; keep its log beside the output and quote its last line on failure."""
     with open(log, "w") as out:
-        done = subprocess.run([sys.executable, str(converter / script), *args],
-                              stdout=out, stderr=subprocess.STDOUT, env=env, cwd=converter)
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=converter_env())
     if done.returncode != 0:
         last = [line for line in log.read_text().splitlines() if line.strip()][-1:] or ["no output"]
-        raise ExportError(f"{script} failed (exit {done.returncode}): {last[0]} (full log: {log}).")
+        raise ExportError(f"{Path(command[1]).name} failed (exit {done.returncode}): {last[0]} (full log: {log}).")
 
 
 # ---------------------------------------------------------------------------- adapter and merge
@@ -265,9 +270,8 @@ def to_gguf(model_dir: str | Path, out_dir: str | Path, types: tuple[str, ...] =
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{name}-{GGUF_TYPES[outtype]}.gguf"
             start = time.perf_counter()
-            _run_converter("convert_hf_to_gguf.py",
-                           [str(model_dir), "--outtype", outtype, "--outfile", str(path)],
-                           folder / f"{path.stem}.log")
+            _run_converter(converter_command("convert_hf_to_gguf.py", str(model_dir), "--outtype", outtype,
+                                             "--outfile", str(path)), folder / f"{path.stem}.log")
             made[outtype] = Artifact(f"gguf {outtype}", path, time.perf_counter() - start)
     check_tokenizer(next(iter(made.values())).path, model_dir)
     if "q4_k_m" in wanted:
@@ -365,9 +369,8 @@ def adapter_to_gguf(adapter_dir: str | Path, base_dir: str | Path, out_dir: str 
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}-lora-F16.gguf"
     start = time.perf_counter()
-    _run_converter("convert_lora_to_gguf.py",
-                   [str(adapter_dir), "--base", str(base_dir), "--outtype", "f16", "--outfile", str(path)],
-                   out / f"{path.stem}.log")
+    _run_converter(converter_command("convert_lora_to_gguf.py", str(adapter_dir), "--base", str(base_dir),
+                                     "--outtype", "f16", "--outfile", str(path)), out / f"{path.stem}.log")
     return Artifact("gguf lora", path, time.perf_counter() - start)
 
 
@@ -397,130 +400,6 @@ def _eos_text(gguf: str) -> str:
         return llm._model.token_get_text(llm.token_eos())
     finally:
         llm.close()
-
-
-# ---------------------------------------------------------------------------- Modelfile
-
-
-@dataclass(frozen=True)
-class OllamaRecipe:
-    """The Modelfile on disk and the two commands a user types to create and try the model."""
-
-    modelfile: Path
-    model_name: str
-    create_command: str
-    run_command: str
-
-
-def _modelfile_quote(value: str) -> str:
-    """Quote a value the way Ollama's parser reads it back: no escapes exist, only ``"..."`` and ``\"\"\"...\"\"\"``."""
-    if '"""' in value:
-        raise ExportError(f"{value!r} holds triple quotes, which a Modelfile cannot express.")
-    if '"' in value or "\n" in value or "\r" in value:
-        return f'"""{value}"""'
-    return f'"{value}"'
-
-
-def modelfile_text(gguf: str, eos: str | None, adapter: str | None = None) -> str:
-    """The Modelfile: FROM the GGUF (+ ADAPTER), TEMPLATE and stops from :data:`PROMPT`, temperature 0."""
-    lines = [f"FROM {gguf}"]
-    if adapter:
-        lines.append(f"ADAPTER {adapter}")
-    lines.append(f"TEMPLATE {_modelfile_quote(PROMPT.ollama_template())}")
-    lines += [f"PARAMETER stop {_modelfile_quote(stop)}" for stop in PROMPT.stop_sequences(eos)]
-    lines.append("PARAMETER temperature 0")
-    return "\n".join(lines) + "\n"
-
-
-def write_modelfile(gguf_path: str | Path, out_dir: str | Path | None = None, model_name: str = "slipcore",
-                    adapter_path: str | Path | None = None, eos: str | None = None) -> OllamaRecipe:
-    """Write ``Modelfile`` next to the GGUF (paths relative when beside it) and return the ollama commands.
-
-    With ``adapter_path``, ``gguf_path`` must be the *base* model's GGUF (Ollama's ADAPTER route).
-    """
-    gguf_path = Path(gguf_path).resolve()
-    if not gguf_path.is_file():
-        raise ExportError(f"no GGUF file at {gguf_path}: run to_gguf first.")
-    out = Path(out_dir or gguf_path.parent).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-
-    def ref(path: Path) -> str:
-        """Relative to the Modelfile when it shares a folder tree with it, so the folder can be copied."""
-        if path.is_relative_to(out.parent):
-            return "./" + os.path.relpath(path, out) if path.parent == out else os.path.relpath(path, out)
-        return str(path)
-
-    adapter = Path(adapter_path).resolve() if adapter_path else None
-    text = modelfile_text(ref(gguf_path), eos if eos is not None else eos_token(gguf_path),
-                          ref(adapter) if adapter else None)
-    modelfile = out / "Modelfile"
-    modelfile.write_text(text)
-    instruction = "You are the planner agent (id 2). Goal[1]: Add rate limiting. Respond with one nSLIP message."
-    return OllamaRecipe(
-        modelfile=modelfile,
-        model_name=model_name,
-        create_command=f"ollama create {model_name} -f {shlex.quote(str(modelfile))}",
-        run_command=f"ollama run {model_name} {shlex.quote(instruction)}",
-    )
-
-
-def parse_modelfile(text: str) -> list[tuple[str, str]]:
-    """(command, value) pairs exactly as Ollama's parser (``parser/parser.go``) reads a Modelfile.
-
-    A value runs to the end of its line, or on past newlines until its ``\"\"\"`` closes; quotes are
-    stripped and nothing is unescaped (a stop of one newline needs a real newline in triple quotes).
-    Only the commands we write are supported (FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER, comments).
-    """
-    commands: list[tuple[str, str]] = []
-    pos, n = 0, len(text)
-    while pos < n:
-        ch = text[pos]
-        if ch in " \t\r\n":
-            pos += 1
-            continue
-        if ch == "#":
-            pos = text.find("\n", pos)
-            pos = n if pos == -1 else pos
-            continue
-        start = pos
-        while pos < n and text[pos].isalpha():
-            pos += 1
-        name = text[start:pos].lower()
-        if name not in {"from", "adapter", "template", "system", "parameter"} or pos >= n or text[pos] not in " \t":
-            raise ExportError(f"Modelfile: bad command at offset {start}.")
-        pos += 1
-        if name == "parameter":
-            start = pos
-            while pos < n and (text[pos].isalnum() or text[pos] == "_"):
-                pos += 1
-            name = text[start:pos]
-            pos += 1
-        buffer = ""
-        while True:  # a value ends at a newline (or the end) once its quotes are closed
-            ch = text[pos] if pos < n else None
-            if ch is None or ch in "\r\n":
-                value, ok = _modelfile_unquote(buffer.strip())
-                if ok:
-                    commands.append((name, value))
-                    break
-                if ch is None:
-                    raise ExportError("Modelfile: unterminated quoted value.")
-            buffer += ch
-            pos += 1
-    return commands
-
-
-def _modelfile_unquote(value: str) -> tuple[str, bool]:
-    if value.startswith('"""'):
-        return (value[3:-3], True) if len(value) >= 6 and value.endswith('"""') else ("", False)
-    if value.startswith('"'):
-        return (value[1:-1], True) if len(value) >= 2 and value.endswith('"') else ("", False)
-    return value, True
-
-
-def render_template(template: str, prompt: str) -> str:
-    """What Ollama sends the model for ``/api/generate``: the template with ``{{ .Prompt }}`` filled in."""
-    return template.replace("{{ .Prompt }}", prompt)
 
 
 # ---------------------------------------------------------------------------- command line

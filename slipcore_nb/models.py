@@ -289,13 +289,13 @@ class LoadedModel:
 
 def load_model(
     name: str | None = None,
-    rank: int | None = None,
-    alpha: int | None = None,
+    lora_rank: int | None = None,
+    lora_alpha: int | None = None,
     backend: str | None = None,
     seed: int = 3407,
     load_in_4bit: bool | None = None,
 ) -> LoadedModel:
-    """Load ``name`` (default: :func:`choose_model`) and add LoRA adapters of rank ``rank``.
+    """Load ``name`` (default: :func:`choose_model`) and add LoRA adapters of rank ``lora_rank``.
 
     ``backend`` (or ``SLIPCORE_BACKEND``) forces ``"unsloth"`` or ``"transformers"``; by default
     Unsloth is tried first and transformers + peft is the fallback. ``load_in_4bit`` overrides the
@@ -307,7 +307,7 @@ def load_model(
     unsloth_error = None
     if backend == "unsloth":
         try:
-            _import_unsloth()  # before anything imports transformers, or Unsloth's patches may not apply
+            import_unsloth()  # before anything imports transformers, or Unsloth's patches may not apply
         except ImportError as error:
             unsloth_error = error
     hardware = detect_hardware()
@@ -317,15 +317,7 @@ def load_model(
     if spec.needs_cuda and not hardware.cuda and spec.load_in_4bit:
         # A 4-bit 7B on CPU is possible but takes hours; say so rather than hang silently.
         print(f"note: {spec.name} is meant for a CUDA GPU; on this CPU it will be very slow.")
-    rank = rank or spec.lora_rank
-    lora = dict(
-        r=rank,
-        lora_alpha=alpha or rank,
-        lora_dropout=0.0,
-        bias="none",
-        target_modules=list(LORA_TARGETS),
-        modules_to_save=list(spec.modules_to_save) or None,
-    )
+    lora = lora_kwargs(spec, lora_rank, lora_alpha)
     path = model_path(spec)
     note = f"Unsloth FastLanguageModel ({'CUDA' if hardware.cuda else 'its CPU backend'})"
     if backend == "unsloth":
@@ -340,6 +332,35 @@ def load_model(
         note = "transformers + peft (forced by backend/SLIPCORE_BACKEND)"
     model, tokenizer = _load_transformers(path, spec, lora, hardware, seed)
     return LoadedModel(model, tokenizer, spec, "transformers", note, hardware, lora)
+
+
+def lora_kwargs(spec: ModelSpec, lora_rank: int | None = None, lora_alpha: int | None = None) -> dict:
+    """The LoRA settings, the same for Unsloth's ``get_peft_model`` and peft's ``LoraConfig`` (01 shows them)."""
+    rank = lora_rank or spec.lora_rank
+    return dict(
+        r=rank,
+        lora_alpha=lora_alpha or rank,
+        lora_dropout=0.0,
+        bias="none",
+        target_modules=list(LORA_TARGETS),
+        modules_to_save=list(spec.modules_to_save) or None,
+    )
+
+
+def unsloth_load_kwargs(spec: ModelSpec, hardware: Hardware) -> dict:
+    """``FastLanguageModel.from_pretrained``'s arguments besides the model (01 writes the same call out)."""
+    return dict(
+        max_seq_length=spec.max_seq_length,
+        dtype=torch_dtype(spec),
+        load_in_4bit=spec.load_in_4bit and hardware.cuda,
+        trust_remote_code=False,
+        use_gradient_checkpointing=gradient_checkpointing(hardware),
+    )
+
+
+def gradient_checkpointing(hardware: Hardware):
+    """Unsloth's offloaded checkpointing on a GPU (memory is the limit there); none on a CPU."""
+    return "unsloth" if hardware.cuda else False
 
 
 def load_trained(adapter_dir: str | Path, name: str) -> LoadedModel:
@@ -357,17 +378,17 @@ def load_trained(adapter_dir: str | Path, name: str) -> LoadedModel:
     note = "peft: 16-bit base + saved LoRA"
     if hardware.cuda:
         try:
-            model, tokenizer = _import_unsloth().from_pretrained(
-                model_name=str(adapter_dir), max_seq_length=spec.max_seq_length, dtype=_dtype(spec),
+            model, tokenizer = import_unsloth().from_pretrained(
+                model_name=str(adapter_dir), max_seq_length=spec.max_seq_length, dtype=torch_dtype(spec),
                 load_in_4bit=spec.load_in_4bit, trust_remote_code=False)
-            return LoadedModel(model, _with_pad(tokenizer), spec, "unsloth", "Unsloth: base + saved LoRA", hardware)
+            return LoadedModel(model, with_pad(tokenizer), spec, "unsloth", "Unsloth: base + saved LoRA", hardware)
         except (ImportError, NotImplementedError, RuntimeError, ValueError) as error:
             note = f"Unsloth could not load the adapter ({_first_line(error)}); {note}"
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, hardware.half_dtype) if hardware.cuda else (_dtype(spec) or torch.float32)
+    dtype = getattr(torch, hardware.half_dtype) if hardware.cuda else (torch_dtype(spec) or torch.float32)
     base = AutoModelForCausalLM.from_pretrained(base_folder(spec), dtype=dtype, trust_remote_code=False,
                                                 device_map="auto" if hardware.cuda else None)
     model = PeftModel.from_pretrained(base, adapter_dir)
@@ -402,8 +423,11 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}"
 
 
-def _import_unsloth():
-    """Unsloth's ``FastLanguageModel``; any failure to import becomes ImportError (the fallback's cue)."""
+def import_unsloth():
+    """Unsloth's ``FastLanguageModel``; any failure to import becomes ImportError (the fallback's cue).
+
+    Import it before anything imports transformers: Unsloth patches transformers and TRL on import.
+    """
     os.environ.setdefault("UNSLOTH_AUTO_INSTALL", "0")  # never apt-get / git clone on a user's machine
     try:
         from unsloth import FastLanguageModel
@@ -412,27 +436,20 @@ def _import_unsloth():
     return FastLanguageModel
 
 
-def _dtype(spec: ModelSpec):
+def torch_dtype(spec: ModelSpec):
+    """The registry's dtype as a torch dtype; None lets the backend pick (bf16 or fp16 on a GPU, fp32 on a CPU)."""
     import torch
 
     return getattr(torch, spec.dtype) if spec.dtype else None
 
 
 def _load_unsloth(path: str, spec: ModelSpec, lora: dict, hardware: Hardware, seed: int):
-    FastLanguageModel = _import_unsloth()
-    checkpointing = "unsloth" if hardware.cuda else False
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=path,
-        max_seq_length=spec.max_seq_length,
-        dtype=_dtype(spec),
-        load_in_4bit=spec.load_in_4bit and hardware.cuda,
-        trust_remote_code=False,
-        use_gradient_checkpointing=checkpointing,
-    )
+    FastLanguageModel = import_unsloth()
+    model, tokenizer = FastLanguageModel.from_pretrained(model_name=path, **unsloth_load_kwargs(spec, hardware))
     model = FastLanguageModel.get_peft_model(
-        model, use_gradient_checkpointing=checkpointing, random_state=seed, **lora
+        model, use_gradient_checkpointing=gradient_checkpointing(hardware), random_state=seed, **lora
     )
-    return model, _with_pad(tokenizer)
+    return model, with_pad(tokenizer)
 
 
 def _load_transformers(path: str, spec: ModelSpec, lora: dict, hardware: Hardware, seed: int):
@@ -443,13 +460,13 @@ def _load_transformers(path: str, spec: ModelSpec, lora: dict, hardware: Hardwar
     kwargs = dict(trust_remote_code=False)
     if hardware.cuda:
         kwargs["device_map"] = "auto"
-        kwargs["dtype"] = _dtype(spec) or getattr(torch, hardware.half_dtype)
+        kwargs["dtype"] = torch_dtype(spec) or getattr(torch, hardware.half_dtype)
         if spec.load_in_4bit:
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"]
             )
     else:
-        kwargs["dtype"] = _dtype(spec) or torch.float32  # plain TRL on CPU trains in fp32 (bf16=False)
+        kwargs["dtype"] = torch_dtype(spec) or torch.float32  # plain TRL on CPU trains in fp32 (bf16=False)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if "quantization_config" in kwargs:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
@@ -463,10 +480,10 @@ def _tokenizer(path: str, spec: ModelSpec):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, model_max_length=spec.max_seq_length)
-    return _with_pad(tokenizer)
+    return with_pad(tokenizer)
 
 
-def _with_pad(tokenizer):
+def with_pad(tokenizer):
     """Batched training and generation need a pad token; EOS is the usual stand-in."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -7,19 +7,9 @@ so a headless run and a user who never touches a slider train the same thing.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-def env_number(name: str, default: float, cast=int):
-    """A number from the environment, or ``default``; a bad value names the variable."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return cast(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}; unset it or give a number") from None
-
+from .environment import env_number
 
 @dataclass
 class TrainingSliders:
@@ -36,8 +26,8 @@ class TrainingSliders:
         return w.VBox([self.max_steps, self.lora_rank, self.learning_rate])
 
     def values(self) -> dict[str, float]:
-        return {"max_steps": self.max_steps.value, "rank": self.lora_rank.value,
-                "lr": self.learning_rate.value}
+        return {"max_steps": self.max_steps.value, "lora_rank": self.lora_rank.value,
+                "learning_rate": self.learning_rate.value}
 
 
 def training_sliders(default_steps: int, default_rank: int, default_lr: float) -> TrainingSliders:

@@ -5,6 +5,7 @@ import json
 import sys
 
 import pytest
+from notebook_code import keywords, notebook_call
 
 from slipcore_nb import models, tiny
 from slipcore_nb.models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, LORA_TARGETS, Hardware
@@ -34,6 +35,19 @@ def test_cuda_picks_the_guide_default_and_cpu_picks_smollm2():
     assert isinstance(models.detect_hardware().describe(), str)
 
 
+@pytest.mark.parametrize("name", ["tiny", DEFAULT_GPU_MODEL])  # smollm2 would be built from its GGUF
+@pytest.mark.parametrize("hardware", [CPU, GPU])
+def test_notebook_01_loads_with_the_library_settings(name, hardware):
+    """01 writes FastLanguageModel's calls out; load_model (scripts, 03) must pass the same arguments."""
+    spec = models.get_spec(name)
+    namespace = {"models": models, "spec": spec, "hardware": hardware}
+    loading = keywords(notebook_call("01_load.ipynb", "FastLanguageModel.from_pretrained"), namespace)
+    assert loading == {"model_name": models.model_path(spec), **models.unsloth_load_kwargs(spec, hardware)}
+    adapters = keywords(notebook_call("01_load.ipynb", "FastLanguageModel.get_peft_model"), namespace)
+    assert adapters == {**models.lora_kwargs(spec), "random_state": 3407,
+                        "use_gradient_checkpointing": models.gradient_checkpointing(hardware)}
+
+
 def test_registry_and_unknown_names():
     assert set(models.REGISTRY) >= {"tiny", "smollm2-135m", DEFAULT_GPU_MODEL, "unsloth/Qwen2.5-3B-bnb-4bit",
                                     "unsloth/Llama-3.2-3B-bnb-4bit", "unsloth/mistral-7b-v0.3-bnb-4bit"}
@@ -57,21 +71,21 @@ def _check_lora(loaded, rank):
 
 
 def test_unsloth_path_loads_tiny_with_lora():
-    loaded = models.load_model("tiny", rank=8, alpha=16)
+    loaded = models.load_model("tiny", lora_rank=8, lora_alpha=16)
     assert loaded.backend == "unsloth", loaded.note
     _check_lora(loaded, 8)
 
 
 def test_transformers_path_is_forced_by_env(monkeypatch):
     monkeypatch.setenv("SLIPCORE_BACKEND", "transformers")
-    loaded = models.load_model("tiny", rank=4, alpha=8)
+    loaded = models.load_model("tiny", lora_rank=4, lora_alpha=8)
     assert loaded.backend == "transformers" and "forced" in loaded.note
     _check_lora(loaded, 4)
 
 
 def test_falls_back_with_a_reason_when_unsloth_cannot_be_imported(monkeypatch):
     monkeypatch.setitem(sys.modules, "unsloth", None)  # what `import unsloth` sees when it is not installed
-    loaded = models.load_model("tiny", rank=4, alpha=8)
+    loaded = models.load_model("tiny", lora_rank=4, lora_alpha=8)
     assert loaded.backend == "transformers"
     assert loaded.note.startswith("Unsloth unavailable (ImportError")
 
