@@ -1,4 +1,4 @@
-"""A GBNF grammar for nSLIP, generated from :mod:`slipcore_nb.protocol`'s tables, and a checker that runs it.
+"""A GBNF grammar for nSLIP, generated from :mod:`slipcore_nb.protocol`'s tables.
 
 With the grammar, llama.cpp can only sample canonical messages: header fields in
 :data:`~slipcore_nb.protocol.HEADER_FIELDS` order, then optional slots in
@@ -12,13 +12,12 @@ numbers have at most :data:`MAX_INT_DIGITS` digits and strings at most :data:`MA
 printable ASCII characters, so every constrained generation ends within a bounded number of
 tokens and an answer stays one line (the prompt format stops at a newline).
 
-:class:`GrammarChecker` answers "does the grammar admit this text?" with llama.cpp's own grammar
-engine (its grammar sampler, fed token by token), not with a second matcher written in Python.
+The tests check it with llama.cpp's own grammar engine (``tests/grammar_checker.py``), not with a
+second matcher written in Python.
 """
 
 from __future__ import annotations
 
-import ctypes
 import typing
 from enum import IntEnum
 from pathlib import Path
@@ -90,75 +89,3 @@ def write_gbnf(path: str | Path, **bounds) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(nslip_gbnf(**bounds))
     return path
-
-
-class GrammarChecker:
-    """Asks llama.cpp's grammar engine whether a text is admitted, using a GGUF model's vocabulary.
-
-    The text is split into vocabulary pieces (longest match; byte tokens cover anything else) and
-    fed to llama.cpp's grammar sampler one token at a time: each token must keep a non ``-inf``
-    logit, and after the last one the end-of-generation token must be allowed.
-    """
-
-    def __init__(self, gguf_path: str | Path, gbnf: str | None = None):
-        import llama_cpp
-
-        self._lib = llama_cpp
-        self._llm = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
-        self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
-        self.gbnf = gbnf or nslip_gbnf()
-        self._eos = llama_cpp.llama_vocab_eos(self._vocab)
-        self._pieces: dict[bytes, int] = {}
-        buffer = ctypes.create_string_buffer(256)
-        for token in range(llama_cpp.llama_vocab_n_tokens(self._vocab)):
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
-            if n > 0:
-                self._pieces.setdefault(buffer.raw[:n], token)
-        self._longest = max(map(len, self._pieces))
-        # Fail now, with llama.cpp's parser, if the grammar text itself is broken.
-        self._free(self._new_sampler())
-
-    def _new_sampler(self):
-        sampler = self._lib.llama_sampler_init_grammar(self._vocab, self.gbnf.encode(), ROOT.encode())
-        if not sampler:
-            raise ValueError("llama.cpp rejected the GBNF grammar (see its log above)")
-        return sampler
-
-    def _free(self, sampler) -> None:
-        self._lib.llama_sampler_free(sampler)
-
-    def tokens(self, text: str) -> list[int]:
-        """A tokenization of ``text`` into vocabulary pieces whose bytes concatenate to it exactly."""
-        data, pos, out = text.encode(), 0, []
-        while pos < len(data):
-            for size in range(min(self._longest, len(data) - pos), 0, -1):
-                token = self._pieces.get(data[pos : pos + size])
-                if token is not None:
-                    out.append(token)
-                    pos += size
-                    break
-            else:
-                raise ValueError(f"byte {data[pos]:#x} at offset {pos} has no token in this vocabulary")
-        return out
-
-    def _allowed(self, sampler, token: int) -> bool:
-        candidate = self._lib.llama_token_data(id=token, logit=0.0, p=0.0)
-        array = self._lib.llama_token_data_array(
-            data=ctypes.pointer(candidate), size=1, selected=-1, sorted=False)
-        self._lib.llama_sampler_apply(sampler, ctypes.byref(array))
-        return candidate.logit != float("-inf")
-
-    def accepts(self, text: str) -> bool:
-        """True when llama.cpp's grammar engine admits exactly ``text`` as one complete message."""
-        sampler = self._new_sampler()
-        try:
-            for token in self.tokens(text):
-                if not self._allowed(sampler, token):
-                    return False
-                self._lib.llama_sampler_accept(sampler, token)
-            return self._allowed(sampler, self._eos)
-        finally:
-            self._free(sampler)
-
-    def close(self) -> None:
-        self._llm.close()

@@ -1,6 +1,6 @@
 """Answer instructions with the exported model: in Ollama when a server answers, else in llama.cpp.
 
-Both runtimes are driven by the same Modelfile (written by :func:`slipcore_nb.export.write_modelfile`):
+Both runtimes are driven by the same Modelfile (written by :func:`slipcore_nb.modelfile.write_modelfile`):
 its GGUF, adapter, ``TEMPLATE``, ``stop`` list and temperature, read back the way Ollama reads them.
 Ollama gets them through its official client (blobs + ``create``); llama.cpp (llama-cpp-python)
 renders the same template itself and decodes greedily. The result says which runtime answered and
@@ -17,11 +17,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .export import ExportError, parse_modelfile, render_template
+from .modelfile import parse_modelfile, render_template
 from .native import run_in_child
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 RUNTIMES = ("auto", "ollama", "llama.cpp")
+
+
+class ServeError(RuntimeError):
+    """The exported model cannot be served as asked (no Modelfile, no Ollama server); the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,12 @@ def read_modelfile(path: str | Path) -> ServeSpec:
     """The serving settings in a Modelfile; relative paths are relative to its folder, as in Ollama."""
     path = Path(path)
     if not path.is_file():
-        raise ExportError(f"no Modelfile at {path}: run export.write_modelfile first.")
+        raise ServeError(f"no Modelfile at {path}: run modelfile.write_modelfile first.")
     values: dict[str, list[str]] = {}
     for name, value in parse_modelfile(path.read_text()):
         values.setdefault(name, []).append(value)
     if "from" not in values or "template" not in values:
-        raise ExportError(f"{path} needs FROM and TEMPLATE lines: rewrite it with export.write_modelfile.")
+        raise ServeError(f"{path} needs FROM and TEMPLATE lines: rewrite it with modelfile.write_modelfile.")
 
     def local(ref: str) -> Path:
         return (path.parent / ref).resolve()
@@ -116,7 +120,7 @@ def answer(instructions: list[str], modelfile: str | Path, *, runtime: str = "au
     if up:
         return _answer_ollama(instructions, spec, model_name, host, max_tokens, why)
     if runtime == "ollama":
-        raise ExportError(f"{why}: start `ollama serve` or set OLLAMA_HOST.")
+        raise ServeError(f"{why}: start `ollama serve` or set OLLAMA_HOST.")
     return _answer_llama_cpp(instructions, spec, grammar, max_tokens, extra_cpu_buffers,
                              f"{why}; ran the same GGUF in llama.cpp")
 
@@ -127,7 +131,7 @@ def load_llama(gguf: str | Path, lora: str | Path | None = None, n_ctx: int = 20
     llama.cpp was built with one, else half the CPU cores, weights in plain CPU buffers.
 
     Threads: llama.cpp's workers spin at every barrier; with as many threads as cores, a busy machine
-    (a notebook kernel training beside it) made a 3 M-parameter model 2000x slower per token.
+    (a notebook kernel training beside it) made the 2.9 M-parameter tiny model 2000x slower per token.
     Buffers: llama.cpp's "extra" CPU buffer types repack quantized weights for the AMX and AVX
     kernels; on an Intel Xeon with AMX that path segfaulted in decode for q8_0 and Q4_K_M files, so
     it stays off (``use_extra_bufts``): one code path on every x86-64 CPU. Its cost in messages/s is

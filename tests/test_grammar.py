@@ -11,7 +11,8 @@ import pytest
 
 from slipcore_nb import export
 from slipcore_nb.dataset import load_split
-from slipcore_nb.grammar import MAX_INT_DIGITS, MAX_STRING_CHARS, GrammarChecker, nslip_gbnf, write_gbnf
+from grammar_checker import GrammarChecker
+from slipcore_nb.grammar import MAX_INT_DIGITS, MAX_STRING_CHARS, nslip_gbnf, write_gbnf
 from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
 from slipcore_nb.protocol import Act, Frame, Message, Slot, decode, encode, to_base62

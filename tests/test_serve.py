@@ -11,8 +11,7 @@ import socket
 
 import pytest
 
-from slipcore_nb import export, serve
-from slipcore_nb.export import ExportError
+from slipcore_nb import export, modelfile, serve
 from slipcore_nb.grammar import nslip_gbnf
 from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
@@ -33,7 +32,7 @@ def ggufs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def modelfile(ggufs):
-    return export.write_modelfile(ggufs["q4_k_m"].path, model_name="slipcore-tiny-test").modelfile
+    return modelfile.write_modelfile(ggufs["q4_k_m"].path, model_name="slipcore-tiny-test").modelfile
 
 
 def _load_log(gguf, extra_cpu_buffers: bool) -> str:
@@ -90,7 +89,7 @@ def test_modelfile_settings_reach_the_runtime(modelfile):
     spec = serve.read_modelfile(modelfile)
     assert spec.gguf.name == "tiny-Q4_K_M.gguf" and spec.gguf.is_file()
     assert spec.stops == PROMPT.stop_sequences("</s>") and spec.temperature == 0.0
-    assert export.render_template(spec.template, INSTRUCTIONS[0]) == PROMPT.prompt(INSTRUCTIONS[0])
+    assert modelfile.render_template(spec.template, INSTRUCTIONS[0]) == PROMPT.prompt(INSTRUCTIONS[0])
 
 
 def test_without_a_server_llama_cpp_answers_and_says_why(modelfile, closed_port_host):
@@ -112,7 +111,7 @@ def test_grammar_makes_even_a_random_model_speak_nslip(modelfile, closed_port_ho
 
 
 def test_runtime_choices_are_checked(modelfile, closed_port_host):
-    with pytest.raises(ExportError, match="no Ollama server at .*start `ollama serve` or set OLLAMA_HOST"):
+    with pytest.raises(serve.ServeError, match="no Ollama server at .*start `ollama serve` or set OLLAMA_HOST"):
         serve.answer(INSTRUCTIONS, modelfile, runtime="ollama")
     with pytest.raises(ValueError, match="takes no GBNF grammar"):
         serve.answer(INSTRUCTIONS, modelfile, runtime="ollama", grammar=nslip_gbnf())
