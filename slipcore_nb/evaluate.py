@@ -121,7 +121,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
                                            use_cache=True, pad_token_id=tokenizer.pad_token_id,
                                            eos_token_id=tokenizer.eos_token_id)
                 new_tokens = generated[:, enc["input_ids"].shape[1]:]
-                outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+                # No clean-up: it strips spaces before punctuation, which BPE tokenizers must keep.
+                outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True,
+                                                      clean_up_tokenization_spaces=False))
     finally:
         model.train(was_training)
         tokenizer.padding_side = padding_side  # the trainer shares this tokenizer

@@ -39,6 +39,26 @@ def last_output(cell, lines: int = 8) -> str:
     return "\n".join(tail) if tail else "(nothing)"
 
 
+def _is_progress(line: str) -> bool:
+    """A tqdm progress bar (Trainer, datasets, evaluation): stderr by design, not a warning."""
+    return "%|" in line or line.rstrip().endswith(("it/s]", "s/it]", "examples/s]"))
+
+
+def stderr_lines(nb) -> list[tuple[int, str]]:
+    """(cell number, line) for every stderr line of an executed notebook that is not a progress bar.
+
+    An executed notebook should show a user nothing on stderr they cannot act on; ``make demo`` lists
+    what it finds, so a new warning is noticed the day it appears.
+    """
+    found = []
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = output.get("text", "").replace("\r", "\n").split("\n")
+                found += [(index + 1, line) for line in lines if line.strip() and not _is_progress(line)]
+    return found
+
+
 def failure_message(path: Path, nb, cell_index: int, how: str, executed_dir: Path) -> str:
     cell = nb.cells[cell_index]
     first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
@@ -47,8 +67,8 @@ def failure_message(path: Path, nb, cell_index: int, how: str, executed_dir: Pat
             f"The executed copy, with every output up to there, is in {executed_dir / path.name}.")
 
 
-def run_notebook(path: Path, executed_dir: Path, timeout: int = 3600) -> float:
-    """Execute one notebook in a fresh kernel; write the executed copy; return wall seconds.
+def run_notebook(path: Path, executed_dir: Path, timeout: int = 3600):
+    """Execute one notebook in a fresh kernel; write the executed copy; return it and the wall seconds.
 
     Raises :class:`NotebookFailed` when a cell raises or the kernel dies (nbclient notices a dead
     kernel within about a second, so a crash in native code never leaves the run waiting).
@@ -82,7 +102,7 @@ def run_notebook(path: Path, executed_dir: Path, timeout: int = 3600) -> float:
     finally:
         executed_dir.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, executed_dir / path.name)
-    return time.perf_counter() - start
+    return nb, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,11 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     for nb in selected:
         print(f"running {nb.name} ...", flush=True)
         try:
-            seconds = run_notebook(nb, executed_dir)
+            executed, seconds = run_notebook(nb, executed_dir)
         except NotebookFailed as failure:
             print(f"FAILED: {failure}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
         print(f"  done in {seconds:.0f} s -> {executed_dir / nb.name}", flush=True)
+        for cell, line in stderr_lines(executed):
+            print(f"  stderr in cell {cell}: {line[:160]}", flush=True)
 
 
 if __name__ == "__main__":

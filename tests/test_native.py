@@ -122,3 +122,16 @@ def test_the_runner_names_the_notebook_the_cell_and_its_last_output(tmp_path):
     assert "about to load the GGUF" in message
     executed = json.loads((tmp_path / "executed" / "09_crash.ipynb").read_text())
     assert "".join(executed["cells"][0]["outputs"][0]["text"]) == "loading\n"  # outputs up to the crash are kept
+
+
+def test_the_runner_lists_stderr_a_user_would_see_but_not_progress_bars(tmp_path):
+    notebook = tmp_path / "08_noise.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import sys\nfrom tqdm import tqdm\nfor _ in tqdm(range(3)): pass"),
+        nbformat.v4.new_code_cell("import warnings\nwarnings.warn('something a user cannot act on')"),
+    ]), notebook)
+    executed, seconds = runner.run_notebook(notebook, tmp_path / "executed", timeout=300)
+    lines = runner.stderr_lines(executed)
+    assert len(lines) == 2 and all(cell == 2 for cell, _ in lines)  # the warning and its source line
+    assert "something a user cannot act on" in lines[0][1]
+    assert seconds > 0
