@@ -37,6 +37,8 @@ from .models import COLAB_MARKERS, SMOLLM2_PACKAGE, default_model  # torch-free:
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("01_load", "02_prepare", "03_train", "04_export", "05_ollama_test")
+REPO_URL = "https://github.com/slipcore/slipcore-notebooks"  # the first cell clones it on Colab, nowhere else
+COLAB_CHECKOUT = "/content/slipcore-notebooks"
 
 DRIVE_MOUNT = Path("/content/drive")
 DRIVE_ROOT = DRIVE_MOUNT / "MyDrive" / "slipcore"  # survives from one notebook's machine to the next
@@ -539,3 +541,47 @@ def start_ollama(url: str = OLLAMA_URL, timeout: float = 60.0) -> subprocess.Pop
     version = wait_for_ollama(url, timeout, process=process, log=OLLAMA_LOG)
     print(f"Ollama {version} serving at {url} (pid {process.pid}, log {OLLAMA_LOG}).")
     return process
+
+
+# ---------------------------------------------------------------------------- the first cell
+
+
+def first_cell(notebook: str) -> str:
+    """Every notebook's first code cell, written once here (``python -m slipcore_nb.colab --write-cells``).
+
+    On Colab the project is not there yet, so the cell clones it before it can import this module;
+    everywhere else it only imports and prints one line.
+    """
+    markers = " or ".join(f'"{marker}" in os.environ' for marker in COLAB_MARKERS)
+    return (
+        "# Colab only: get the project, what Colab lacks, and Drive for outputs; elsewhere this prints one line.\n"
+        "import os, sys\n"
+        f"if {markers}:\n"
+        f'    if not os.path.exists("{COLAB_CHECKOUT}"):\n'
+        f"        !git clone -q --depth 1 {REPO_URL} {COLAB_CHECKOUT}\n"
+        f'    sys.path.insert(0, "{COLAB_CHECKOUT}")\n'
+        "from slipcore_nb import colab\n"
+        f'colab.setup("{notebook}");  # the ; keeps Jupyter from echoing its result'
+    )
+
+
+def write_first_cells(folder: Path = REPO / "notebooks") -> list[Path]:
+    """Put :func:`first_cell` into each notebook's first code cell; returns the notebooks it changed."""
+    changed = []
+    for name in NOTEBOOKS:
+        path = folder / f"{name}.ipynb"
+        notebook = json.loads(path.read_text())
+        cell = next(cell for cell in notebook["cells"] if cell["cell_type"] == "code")
+        lines = first_cell(name).splitlines(keepends=True)
+        if cell["source"] != lines:
+            cell["source"] = lines
+            path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write-cells"]:
+        sys.exit("usage: python -m slipcore_nb.colab --write-cells")
+    for path in write_first_cells():
+        print("rewrote the first cell of", path)

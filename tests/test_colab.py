@@ -7,8 +7,10 @@ requirements.txt, a Drive refusal that leaves the user guessing, a server wait t
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,6 +98,19 @@ def test_unknown_notebook_is_refused_with_the_known_names():
 
 def test_every_notebook_name_is_a_notebook_file():
     assert {p.stem for p in (REPO / "notebooks").glob("*.ipynb")} >= set(colab.NOTEBOOKS)
+
+
+def test_the_first_cell_is_written_once_and_every_notebook_has_it(tmp_path):
+    for name in colab.NOTEBOOKS:
+        notebook = json.loads((colab.REPO / "notebooks" / f"{name}.ipynb").read_text())
+        first = next(cell for cell in notebook["cells"] if cell["cell_type"] == "code")
+        assert "".join(first["source"]) == colab.first_cell(name), f"run python -m slipcore_nb.colab --write-cells ({name})"
+    copies = tmp_path / "notebooks"
+    shutil.copytree(colab.REPO / "notebooks", copies)
+    stale = copies / "03_train.ipynb"
+    stale.write_text(stale.read_text().replace("from slipcore_nb import colab", "from slipcore_nb import colab  # old"))
+    assert colab.write_first_cells(copies) == [stale]
+    assert stale.read_text() == (colab.REPO / "notebooks" / "03_train.ipynb").read_text()
 
 
 def test_gpu_arch_is_read_from_nvidia_smi_without_torch(monkeypatch):
