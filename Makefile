@@ -24,7 +24,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv demo test bench data clean gpu-bundle gpu-check
+.PHONY: venv demo test lab bench data clean gpu-bundle gpu-check
 
 venv: $(STAMP)
 
@@ -51,6 +51,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m slipcore_nb.runner
+
+# JupyterLab from the project's venv (widgets included), on loopback only.
+lab: $(STAMP)
+	$(PY) -m jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
