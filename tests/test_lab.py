@@ -107,7 +107,7 @@ def _kernels_idle(url: str, token: str) -> bool:
 
 
 def _run(page, url: str, token: str, menu_item: str, done, timeout: float, what: str):
-    """Run cells from the Run menu, then wait until ``done()`` holds and the kernel stays idle."""
+    """Run cells of the open notebook from the Run menu, then wait until ``done()`` holds and the kernel stays idle."""
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text=menu_item).first.click()
 
@@ -123,9 +123,12 @@ def _run(page, url: str, token: str, menu_item: str, done, timeout: float, what:
 
 
 def _open(page, url: str, token: str, notebook: str):
-    """Open ``notebook`` and wait until its own kernel has started and is idle."""
-    page.goto(f"{url}/lab/tree/{notebook}?token={token}")
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    """Open ``notebook`` alone (``reset``: no notebook restored from the last page) and wait for its kernel."""
+    page.goto(f"{url}/lab/tree/{notebook}?reset&token={token}")
+    panel = page.locator(".jp-NotebookPanel:visible", has_text=f"{notebook[:2]} · ")  # its title, e.g. "03 · Train"
+    panel.first.wait_for(timeout=60_000)
+    assert page.locator(".jp-NotebookPanel:visible").count() == 1, "another notebook is open beside it"
+    panel.first.locator(".jp-Cell").first.click()  # focus: the Run menu acts on this notebook
     _wait(lambda: any(session["path"].endswith(notebook) and session["kernel"]["execution_state"] == "idle"
                       for session in _api(url, token, "sessions")), 120, f"the kernel of {notebook}")
 
