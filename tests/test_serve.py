@@ -11,7 +11,8 @@ import socket
 
 import pytest
 
-from slipcore_nb import export, modelfile, serve
+from slipcore_nb import export, serve
+from slipcore_nb.modelfile import render_template, write_modelfile
 from slipcore_nb.grammar import nslip_gbnf
 from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
@@ -32,7 +33,7 @@ def ggufs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def modelfile(ggufs):
-    return modelfile.write_modelfile(ggufs["q4_k_m"].path, model_name="slipcore-tiny-test").modelfile
+    return write_modelfile(ggufs["q4_k_m"].path, model_name="slipcore-tiny-test").modelfile
 
 
 def _load_log(gguf, extra_cpu_buffers: bool) -> str:
@@ -89,7 +90,7 @@ def test_modelfile_settings_reach_the_runtime(modelfile):
     spec = serve.read_modelfile(modelfile)
     assert spec.gguf.name == "tiny-Q4_K_M.gguf" and spec.gguf.is_file()
     assert spec.stops == PROMPT.stop_sequences("</s>") and spec.temperature == 0.0
-    assert modelfile.render_template(spec.template, INSTRUCTIONS[0]) == PROMPT.prompt(INSTRUCTIONS[0])
+    assert render_template(spec.template, INSTRUCTIONS[0]) == PROMPT.prompt(INSTRUCTIONS[0])
 
 
 def test_without_a_server_llama_cpp_answers_and_says_why(modelfile, closed_port_host):

@@ -207,7 +207,7 @@ def test_script_leaves_what_notebooks_04_and_05_read(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "model.json").read_text())["name"] == "tiny"
     assert (out / "lora" / "adapter_config.json").is_file()
-    assert (out / "checkpoints" / "tiny-r16").is_dir()
+    assert (out / "checkpoints" / "tiny" / training.RUN_RECORD).is_file()
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["eval_examples"] == 4 and len(metrics["loss_history"]) == 6
     assert set(metrics["after"]) == set(metrics["before"]) >= {"valid", "protocol_correct"}
