@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import distributed
 from .artifacts import cache_root
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -452,6 +453,13 @@ def _load_unsloth(path: str, spec: ModelSpec, lora: dict, hardware: Hardware, se
     return model, with_pad(tokenizer)
 
 
+def cuda_device_map():
+    """Where a CUDA load goes: spread over the visible GPUs ("auto") for one process; under
+    ``accelerate launch`` each rank keeps a whole copy on its own GPU, as DDP needs (Unsloth does the same)."""
+    ranks = distributed.Ranks.from_env()
+    return {"": f"cuda:{ranks.local_rank}"} if ranks.distributed else "auto"
+
+
 def _load_transformers(path: str, spec: ModelSpec, lora: dict, hardware: Hardware, seed: int):
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -459,7 +467,7 @@ def _load_transformers(path: str, spec: ModelSpec, lora: dict, hardware: Hardwar
 
     kwargs = dict(trust_remote_code=False)
     if hardware.cuda:
-        kwargs["device_map"] = "auto"
+        kwargs["device_map"] = cuda_device_map()
         kwargs["dtype"] = torch_dtype(spec) or getattr(torch, hardware.half_dtype)
         if spec.load_in_4bit:
             kwargs["quantization_config"] = BitsAndBytesConfig(

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import artifacts
+from . import artifacts, distributed
 from .models import Hardware, LoadedModel, ModelSpec
 from .prompts import PROMPT
 
@@ -117,6 +117,7 @@ def sft_config_kwargs(config: TrainConfig, backend: str, hardware: Hardware) -> 
         report_to="none",
         seed=config.seed,
         **hardware_kwargs(backend, hardware),
+        **distributed.sft_kwargs(distributed.Ranks.from_env()),
     )
 
 
@@ -209,13 +210,15 @@ def run_metrics(model_name: str, backend: str, config: TrainConfig, result: Trai
 
     ``before`` and ``after`` are :class:`~slipcore_nb.evaluate.EvalReport` s on the first examples of
     ``eval_split``; 05 re-scores the exported model on the same ones, so split and count are kept.
-    ``after_seen_wording``, where given, scores held-out goals in the training wording.
+    ``after_seen_wording``, where given, scores held-out goals in the training wording. A run whose
+    weights were split across processes (FSDP, ZeRO-3) could not score itself: ``None`` for both.
     """
     return {
         "model": model_name, "backend": backend, "max_steps": config.max_steps, "rank": config.lora_rank,
         "lr": config.learning_rate, "steps": result.steps, "minutes": round(result.seconds / 60, 2),
-        "eval_split": eval_split, "eval_examples": len(after.rows), "loss_history": result.loss_history,
-        "before": before.summary(), "after": after.summary(),
+        "eval_split": eval_split, "eval_examples": len(after.rows) if after else 0,
+        "loss_history": result.loss_history,
+        "before": before.summary() if before else None, "after": after.summary() if after else None,
         **({"after_seen_wording": after_seen_wording.summary()} if after_seen_wording else {}),
     }
 
