@@ -3,6 +3,10 @@
 Two directions: every string the grammar lets llama.cpp sample decodes (and is canonical), and every
 dataset target is admitted. Malformed messages are refused by the same engine. llama.cpp runs in a
 child process (one for all verdicts, one for sampling), so a crash there fails a test, not the run.
+
+The same text is the grammar vLLM and SGLang enforce through xgrammar (``structured_outputs.grammar``,
+``scripts/serve_vllm.py``): xgrammar, compiled for the tiny model's tokenizer, must give the same
+verdict as llama.cpp on every text here.
 """
 
 import random
@@ -86,6 +90,29 @@ def admitted(gguf):
     """llama.cpp's verdict on every text these tests ask about, from one child process."""
     texts = TARGETS + CANONICAL + [text for text, _ in MALFORMED] + [_tagged(tag) for tag in WIRE_TAGS]
     return run_in_child(_verdicts_in_llama_cpp, gguf, texts, what=f"llama.cpp's grammar engine on {gguf.name}")
+
+
+def _verdicts_in_xgrammar(model_dir, texts: list[str]) -> dict[str, bool]:
+    """xgrammar's verdicts: the whole text accepted, then the end of generation allowed."""
+    import xgrammar
+    from transformers import AutoTokenizer
+
+    info = xgrammar.TokenizerInfo.from_huggingface(AutoTokenizer.from_pretrained(model_dir))
+    compiled = xgrammar.GrammarCompiler(info).compile_grammar(nslip_gbnf())
+    verdicts = {}
+    for text in texts:
+        matcher = xgrammar.GrammarMatcher(compiled)
+        verdicts[text] = (matcher.accept_string(text) and matcher.accept_token(info.stop_token_ids[0])
+                          and matcher.is_terminated())
+    return verdicts
+
+
+def test_xgrammar_gives_the_same_verdicts_as_llama_cpp(admitted):
+    """vLLM's grammar engine and llama.cpp's agree: dataset targets in, malformed messages out."""
+    verdicts = run_in_child(_verdicts_in_xgrammar, build_tiny(), list(admitted), what="xgrammar on the nSLIP grammar")
+    assert all(verdicts[text] for text in TARGETS)
+    assert not any(verdicts[text] for text, _ in MALFORMED)
+    assert [text for text in admitted if verdicts[text] != admitted[text]] == []
 
 
 def test_grammar_is_built_from_the_protocol_tables():
