@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,10 +77,16 @@ def run_notebook(path: Path, executed_dir: Path, timeout: int = 3600):
     """
     import nbformat
     from nbclient import NotebookClient
+    from traitlets.config import Config
     from nbclient.exceptions import CellExecutionError, DeadKernelError
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    # Unix sockets, not TCP on loopback: a local kernel needs no port, and ipykernel warns on
+    # stderr about unencrypted TCP for every kernel it starts. The socket path is absolute, since
+    # the kernel runs in the notebook's folder and the client here.
+    sockets = Path(tempfile.mkdtemp(prefix="slipcore-kernel-"))
+    ipc = Config({"KernelManager": {"transport": "ipc", "ip": str(sockets / "kernel")}})
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=ipc,
                             resources={"metadata": {"path": str(path.parent)}})
     running: dict = {}
 
@@ -100,6 +108,7 @@ def run_notebook(path: Path, executed_dir: Path, timeout: int = 3600):
         raise NotebookFailed(failure_message(path, nb, running.get("index", 0),
                                              f"{error.ename} was raised", executed_dir)) from None
     finally:
+        shutil.rmtree(sockets, ignore_errors=True)
         executed_dir.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, executed_dir / path.name)
     return nb, time.perf_counter() - start
