@@ -100,20 +100,26 @@ def fetch_converter() -> Path:
     except ExportError:
         if os.environ.get("LLAMA_CPP_DIR"):
             raise
-    version = _llama_cpp_python_version()
-    target = cache_root() / f"llama.cpp-{version}"
+    target = cache_root() / f"llama.cpp-{_llama_cpp_python_version()}"
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".sdist-", dir=target.parent) as sdist_dir:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               f"llama-cpp-python=={version}", "-d", sdist_dir]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        sdists = sorted(Path(sdist_dir).glob(f"llama_cpp_python-{version}.tar.gz"))
-        if done.returncode != 0 or not sdists:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ExportError(f"could not download the llama-cpp-python {version} sdist from the package index "
-                              f"({last}): check the network or set LLAMA_CPP_DIR to a llama.cpp checkout.")
-        _extract_converter(sdists[0], target)
+        _extract_converter(download_sdist(Path(sdist_dir)), target)
     return target
+
+
+def download_sdist(folder: Path) -> Path:
+    """The installed llama-cpp-python's sdist (its ``vendor/llama.cpp`` is the runtime's source), from
+    the package index into ``folder``; :mod:`slipcore_nb.llama_server` builds llama.cpp's tools from it."""
+    version = _llama_cpp_python_version()
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           f"llama-cpp-python=={version}", "-d", str(folder)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    sdists = sorted(folder.glob(f"llama_cpp_python-{version}.tar.gz"))
+    if done.returncode != 0 or not sdists:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ExportError(f"could not download the llama-cpp-python {version} sdist from the package index "
+                          f"({last}): check the network or set LLAMA_CPP_DIR to a llama.cpp checkout.")
+    return sdists[0]
 
 
 def _extract_converter(sdist: Path, target: Path) -> None:

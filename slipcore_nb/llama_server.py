@@ -1,0 +1,216 @@
+"""llama.cpp's own HTTP server, built from the same llama.cpp source as the converter and the runtime.
+
+``llama-server`` is what agents should talk to: parallel slots with continuous batching, a prompt
+cache per slot (an instruction prefix shared by many requests is computed once), a GBNF grammar and
+LoRA scales per request, and the OpenAI-compatible ``/v1/completions`` that vLLM and SGLang speak too
+(:mod:`slipcore_nb.completions`). llama-cpp-python ships no server binary, so :func:`build` compiles
+one from ``vendor/llama.cpp`` in the installed llama-cpp-python's sdist (the package index, as for
+the converter; cmake and a C++ compiler; about 5 minutes on 2 cores), once, into ``$SLIPCORE_CACHE``.
+``LLAMA_SERVER`` names a binary built elsewhere (a CUDA build, say).
+
+    python -m slipcore_nb.llama_server --build
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from .artifacts import cache_root
+from .export import _llama_cpp_python_version, download_sdist
+
+BINARY = "llama-server"
+# Static, CPU-tuned, no curl (models come as files, never from the network), server only.
+CMAKE_OPTIONS = ("-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF",
+                 "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON")
+
+
+class LlamaServerError(RuntimeError):
+    """llama-server cannot be built or started; the message says what is missing and what to run."""
+
+
+def build_dir() -> Path:
+    return cache_root() / f"llama-server-{_llama_cpp_python_version()}"
+
+
+def find_binary() -> Path | None:
+    """``LLAMA_SERVER`` if set, else the cached build for the installed llama-cpp-python, else None."""
+    if env := os.environ.get("LLAMA_SERVER"):
+        if not os.access(env, os.X_OK):
+            raise LlamaServerError(f"LLAMA_SERVER={env} is not an executable file: point it at llama-server or unset it.")
+        return Path(env)
+    binary = build_dir() / BINARY
+    return binary if os.access(binary, os.X_OK) else None
+
+
+def missing_tools() -> list[str]:
+    """Build tools not on PATH (the build needs cmake and a C++ compiler)."""
+    missing = [] if shutil.which("cmake") else ["cmake"]
+    if not any(shutil.which(cxx) for cxx in (os.environ.get("CXX", "c++"), "g++", "clang++")):
+        missing.append("a C++ compiler")
+    return missing
+
+
+def build(jobs: int | None = None, quiet: bool = True) -> Path:
+    """The llama-server binary, compiled from the vendored llama.cpp if not built yet (idempotent)."""
+    if binary := find_binary():
+        return binary
+    if missing := missing_tools():
+        raise LlamaServerError(
+            f"building llama-server needs {' and '.join(missing)}: install them (Debian/Ubuntu: "
+            "`sudo apt-get install cmake build-essential`; or `pip install cmake`), or set LLAMA_SERVER "
+            "to a llama-server you built.")
+    target = build_dir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".llama-server-build-", dir=target.parent) as work:
+        work = Path(work)
+        source = _extract_llama_cpp(download_sdist(work), work / "src")
+        out = work / "build"
+        log = target.parent / f"{target.name}.build.log"
+        steps = [["cmake", "-S", str(source), "-B", str(out), *CMAKE_OPTIONS],
+                 ["cmake", "--build", str(out), "--target", BINARY, "-j", str(jobs or os.cpu_count() or 2)]]
+        with open(log, "w") as sink:
+            for step in steps:
+                done = subprocess.run(step, stdout=sink if quiet else None, stderr=subprocess.STDOUT)
+                if done.returncode != 0:
+                    raise LlamaServerError(f"`{' '.join(step[:3])} ...` failed (exit {done.returncode}); "
+                                           f"the build log is {log}.")
+        built = next(out.rglob(BINARY), None)
+        if built is None:
+            raise LlamaServerError(f"the build finished without a {BINARY} binary; see {log}.")
+        staging = work / "install"
+        staging.mkdir()
+        shutil.copy2(built, staging / BINARY)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process finished first; its binary is the same
+            if find_binary() is None:
+                raise
+    return target / BINARY
+
+
+def _extract_llama_cpp(sdist: Path, dest: Path) -> Path:
+    """``vendor/llama.cpp`` of the sdist, without its vocabulary test files (a third of its size)."""
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            _, _, rel = member.name.partition("/vendor/llama.cpp/")
+            if not rel or ".." in Path(rel).parts or rel.startswith("models/ggml-vocab"):
+                continue
+            if member.isdir():
+                (dest / rel).mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                (dest / rel).write_bytes(tar.extractfile(member).read())
+                (dest / rel).chmod(member.mode | 0o600)
+    if not (dest / "CMakeLists.txt").is_file():
+        raise LlamaServerError(f"{sdist.name} has no vendor/llama.cpp/CMakeLists.txt to build llama-server from.")
+    return dest
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LlamaServer:
+    """``llama-server`` on loopback for one GGUF: started, health-checked and stopped by the library.
+
+    ``parallel`` slots share the batch (continuous batching); each gets ``ctx_per_slot`` tokens of
+    context. ``loras`` are loaded at scale 0 and chosen per request (``lora=[{"id": 0, "scale": 1}]``),
+    so one base serves several adapters. Repacked CPU buffers stay off as in
+    :func:`slipcore_nb.serve.load_llama` (that path crashed on an AMX Xeon) unless ``extra_cpu_buffers``.
+    Use it as a context manager; :attr:`base_url` is what an OpenAI-compatible client needs.
+    """
+
+    def __init__(self, gguf: str | Path, *, parallel: int = 4, ctx_per_slot: int = 512, threads: int | None = None,
+                 loras: tuple[str | Path, ...] = (), extra_cpu_buffers: bool = False, port: int | None = None,
+                 binary: str | Path | None = None, log: str | Path | None = None):
+        self.gguf = Path(gguf)
+        if not self.gguf.is_file():
+            raise LlamaServerError(f"no model file {self.gguf}: export one with notebook 04 first.")
+        self.parallel, self.ctx_per_slot, self.threads = parallel, ctx_per_slot, threads
+        self.loras = tuple(Path(lora) for lora in loras)
+        self.extra_cpu_buffers = extra_cpu_buffers
+        self.port = port or free_port()
+        self.binary = Path(binary) if binary else None
+        self.log = Path(log) if log else Path(tempfile.gettempdir()) / f"llama-server-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        """The command line, printable: what a user would type to run the same server by hand."""
+        binary = self.binary or find_binary() or build_dir() / BINARY
+        command = [str(binary), "--model", str(self.gguf), "--host", "127.0.0.1", "--port", str(self.port),
+                   "--parallel", str(self.parallel), "--ctx-size", str(self.parallel * self.ctx_per_slot),
+                   "--threads", str(self.threads or os.cpu_count() or 1), "--no-webui"]
+        for lora in self.loras:
+            command += ["--lora", str(lora)]
+        if self.loras:
+            command.append("--lora-init-without-apply")
+        if not self.extra_cpu_buffers:
+            command.append("--no-repack")
+        return command
+
+    def start(self, timeout: float = 120) -> "LlamaServer":
+        import httpx
+
+        self.binary = self.binary or build()
+        with open(self.log, "w") as sink:
+            self.process = subprocess.Popen(self.command(), stdout=sink, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LlamaServerError(f"llama-server exited with status {self.process.returncode} while starting "
+                                       f"on {self.gguf.name}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass  # not listening yet, or still loading (503)
+            time.sleep(0.2)
+        self.stop()
+        raise LlamaServerError(f"llama-server did not report healthy within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 15) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> "LlamaServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build llama-server from the installed llama-cpp-python's llama.cpp.")
+    parser.add_argument("--build", action="store_true", help="compile it into the cache if it is not there")
+    args = parser.parse_args(argv)
+    binary = build(quiet=False) if args.build else find_binary()
+    print(binary or f"not built yet: python -m slipcore_nb.llama_server --build (into {build_dir()})")
+
+
+if __name__ == "__main__":
+    main()
