@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         artifacts.save_json("model.json", {"name": name, "reason": reason, "backend": loaded.backend,
                                            "hardware": models.detect_hardware().describe()})
     before = evaluate.evaluate(loaded.model, loaded.tokenizer, held_out, progress=True) if scores else None
-    if before:
+    if before is not None:
         say("before training:", before.summary())
 
     overrides = {"save_steps": args.save_steps} if args.save_steps else {}
@@ -99,14 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     after = evaluate.evaluate(loaded.model, loaded.tokenizer, held_out, progress=True) if scores else None
-    if after:
+    adapter = artifacts.path("lora")  # already saved by the trainer when the weights were sharded
+    if after is not None:
         say("after training: ", after.summary())
         say(after.table.to_string())
-        adapter = export.save_adapter(loaded.model, loaded.tokenizer, artifacts.path("lora")).path
-        record = training.run_metrics(name, loaded.backend, config, result, before, after, dataset.HEADLINE_SPLIT)
-    else:
-        adapter = artifacts.path("lora")
-        record = training.run_metrics(name, loaded.backend, config, result, None, None, dataset.HEADLINE_SPLIT)
+        export.save_adapter(loaded.model, loaded.tokenizer, adapter)
+    record = training.run_metrics(name, loaded.backend, config, result, before, after, dataset.HEADLINE_SPLIT)
     if ranks.distributed:
         record["distributed"] = {"mode": ranks.mode, **distributed.summarize(reports)}
     metrics = artifacts.save_json("train_metrics.json", record)

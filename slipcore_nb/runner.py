@@ -77,8 +77,8 @@ def run_notebook(path: Path, executed_dir: Path, timeout: int = 3600):
     """
     import nbformat
     from nbclient import NotebookClient
-    from traitlets.config import Config
     from nbclient.exceptions import CellExecutionError, DeadKernelError
+    from traitlets.config import Config
 
     nb = nbformat.read(path, as_version=4)
     # Unix sockets, not TCP on loopback: a local kernel needs no port, and ipykernel warns on
