@@ -10,7 +10,9 @@ Everything the notebooks do on a GPU, on models built here in seconds (no hub):
    few more steps in fp16, as on a T4), merged to 16-bit through Unsloth's ``save_pretrained_merged``
    onto the local 16-bit base, and the merge checked against the trained model's logits;
 3. the Llama's merged folder to GGUF (f16 and Q4_K_M) with llama.cpp's converter, llama.cpp with
-   every layer on the GPU, and greedy parity between the merged model (PyTorch, GPU) and the f16 GGUF.
+   every layer on the GPU, and greedy parity between the merged model (PyTorch, GPU) and the f16 GGUF;
+4. ``scripts/train_unsloth.py`` under ``accelerate launch`` (configs/accelerate/ddp.yaml, one process
+   per visible GPU), as the README's multi-GPU section tells users to run it.
 
 Each step is timed; the record goes to ``benchmarks/results/gpu_check.json`` (a failed step keeps
 its error and the check goes on where it can). Without CUDA it says so in one line.
@@ -198,6 +200,27 @@ def gguf_on_gpu(merged_dir: str, work: Path, prompts: int) -> dict:
     return found
 
 
+def accelerate_launch(work: Path) -> dict:
+    """``scripts/train_unsloth.py`` under ``accelerate launch`` with the DDP config, one process per visible GPU."""
+    import subprocess
+
+    import torch
+
+    gpus = torch.cuda.device_count()
+    out = work / "accelerate"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", str(gpus),
+               str(REPO / "scripts" / "train_unsloth.py"), "--model", "tiny", "--max-steps", "6",
+               "--eval-limit", "4", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["steps"] == 6, metrics
+    return {"gpus": gpus, "steps": metrics["steps"], "after": metrics["after"],
+            "path": [line for line in done.stdout.splitlines() if line.startswith(("backend:", "processes:"))],
+            **({"distributed": metrics["distributed"]} if "distributed" in metrics else {})}
+
+
 def _load_buffers(gguf: str) -> list[str]:
     """The buffer types llama.cpp put the weights in (runs in a child process)."""
     from slipcore_nb import serve
@@ -240,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         check("tiny-qwen2: fp16 training as on a T4", lambda: train_4bit("tiny-qwen2", 10, work / "t4", t4=True)[0])
         if merged_llama:
             check("tiny: GGUF + llama.cpp on the GPU + parity", gguf_on_gpu, merged_llama, work, args.prompts)
+        check("train_unsloth.py under accelerate launch (DDP)", accelerate_launch, work)
     record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
               "command": "make gpu-check", "passed": check.passed, "seconds": round(time.perf_counter() - started, 1),
               "steps": check.steps}
