@@ -126,15 +126,7 @@ def _extract_converter(sdist: Path, target: Path) -> None:
     """Copy only vendor/llama.cpp's converter files out of the sdist, atomically."""
     staging = Path(tempfile.mkdtemp(prefix=".llama.cpp-", dir=target.parent))
     try:
-        with tarfile.open(sdist) as tar:
-            for member in tar.getmembers():
-                _, _, rel = member.name.partition("/vendor/llama.cpp/")
-                wanted = rel in _CONVERTER_FILES or rel.startswith(_CONVERTER_DIRS)
-                if not (member.isfile() and wanted) or ".." in Path(rel).parts:
-                    continue
-                dest = staging / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(tar.extractfile(member).read())
+        extract_vendored(sdist, staging, lambda rel: rel in _CONVERTER_FILES or rel.startswith(_CONVERTER_DIRS))
         if not _is_converter_dir(staging):
             raise ExportError(f"{sdist.name} has no vendor/llama.cpp/convert_hf_to_gguf.py: "
                               "set LLAMA_CPP_DIR to a llama.cpp checkout instead.")
@@ -145,6 +137,20 @@ def _extract_converter(sdist: Path, target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def extract_vendored(sdist: Path, dest: Path, keep) -> None:
+    """The files of the sdist's ``vendor/llama.cpp/`` whose relative path ``keep`` accepts, into ``dest``
+    with their permissions; a member whose path would leave ``dest`` is skipped."""
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            _, _, rel = member.name.partition("/vendor/llama.cpp/")
+            if not (rel and member.isfile() and keep(rel)) or ".." in Path(rel).parts:
+                continue
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(member).read())
+            target.chmod(member.mode | 0o600)
 
 
 def converter_command(script: str, *args: str) -> list[str]:

@@ -18,13 +18,12 @@ import os
 import shutil
 import socket
 import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 from .artifacts import cache_root
-from .export import _llama_cpp_python_version, download_sdist
+from .export import _llama_cpp_python_version, download_sdist, extract_vendored
 
 BINARY = "llama-server"
 # Static, CPU-tuned, no curl (models come as files, never from the network), server only.
@@ -98,17 +97,7 @@ def build(jobs: int | None = None, quiet: bool = True) -> Path:
 
 def _extract_llama_cpp(sdist: Path, dest: Path) -> Path:
     """``vendor/llama.cpp`` of the sdist, without its vocabulary test files (a third of its size)."""
-    with tarfile.open(sdist) as tar:
-        for member in tar.getmembers():
-            _, _, rel = member.name.partition("/vendor/llama.cpp/")
-            if not rel or ".." in Path(rel).parts or rel.startswith("models/ggml-vocab"):
-                continue
-            if member.isdir():
-                (dest / rel).mkdir(parents=True, exist_ok=True)
-            elif member.isfile():
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                (dest / rel).write_bytes(tar.extractfile(member).read())
-                (dest / rel).chmod(member.mode | 0o600)
+    extract_vendored(sdist, dest, lambda rel: not rel.startswith("models/ggml-vocab"))
     if not (dest / "CMakeLists.txt").is_file():
         raise LlamaServerError(f"{sdist.name} has no vendor/llama.cpp/CMakeLists.txt to build llama-server from.")
     return dest
