@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     config = training.TrainConfig.from_spec(loaded.spec, max_steps=args.max_steps, lora_rank=args.lora_rank,
                                             learning_rate=args.learning_rate, **overrides)
     trainer = training.make_trainer(loaded, train, config)  # under a launcher this joins the process group
-    say(training.masked_example(trainer))
+    if ranks.main:
+        print(training.masked_example(trainer))
     start = distributed.broadcast(training.start_run(config, train, fresh=args.fresh) if ranks.main else None, ranks)
     say(start.reason)
     if ranks.distributed and not loaded.hardware.cuda:

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from slipcore_nb import colab
+from slipcore_nb.llama_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 FORBIDDEN_PACKAGES = {"torch", "torchvision", "torchaudio", "ipykernel", "jupyter", "pytest", "nbval", "numpy"}
@@ -402,14 +402,9 @@ def test_second_setup_in_the_same_runtime_runs_nothing(monkeypatch, tmp_path, ca
 # ---------------------------------------------------------------------------- Ollama
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def test_ollama_wait_times_out_with_a_clear_error_on_a_closed_port():
-    url = f"http://127.0.0.1:{_closed_port()}"
+def test_ollama_wait_times_out_with_a_clear_error_on_afree_port():
+    url = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     expected = r"did not answer at http://127\.0\.0\.1:\d+ within 1 s; its log: /x\.log"
     with pytest.raises(colab.OllamaNotReady, match=expected):
@@ -422,7 +417,7 @@ def test_ollama_wait_stops_at_once_when_the_server_process_exits():
     process.wait()
     start = time.monotonic()
     with pytest.raises(colab.OllamaNotReady, match="exited with code 3"):
-        colab.wait_for_ollama(f"http://127.0.0.1:{_closed_port()}", timeout=30.0, process=process)
+        colab.wait_for_ollama(f"http://127.0.0.1:{free_port()}", timeout=30.0, process=process)
     assert time.monotonic() - start < 5
 
 

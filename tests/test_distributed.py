@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from slipcore_nb import distributed
+from slipcore_nb.llama_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "accelerate"
@@ -72,15 +72,9 @@ def test_each_accelerate_config_loads_and_documents_its_command(path):
                                                                     "skips its in-process" in comment)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _launch(out: Path, cache: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_ddp.yaml"),
-               "--main_process_port", str(_free_port()), str(ROOT / "scripts" / "train_unsloth.py"),
+               "--main_process_port", str(free_port()), str(ROOT / "scripts" / "train_unsloth.py"),
                "--model", "tiny", "--max-steps", "4", "--save-steps", "2", "--eval-limit", "2", "--out", str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SLIPCORE_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     env.pop("SLIPCORE_BACKEND", None)

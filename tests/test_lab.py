@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,18 +23,14 @@ from pathlib import Path
 
 import pytest
 
+from slipcore_nb.llama_server import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 START_STEPS, MOVED = 6, 4  # fewer steps: resuming checkpoint-6 would train nothing
 
 if CHROMIUM is None and not os.environ.get("SLIPCORE_REQUIRE_BROWSER"):
     pytest.skip("no chromium: `sudo apt-get install chromium` runs the browser test", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(condition, timeout: float, what: str, poll: float = 1.0):
@@ -57,7 +52,7 @@ def lab(tmp_path_factory):
     settings.mkdir(parents=True)
     # Render every cell (JupyterLab 4 leaves off-screen cells out of the page by default).
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    port, token, out = _free_port(), secrets.token_hex(16), root / "outputs"
+    port, token, out = free_port(), secrets.token_hex(16), root / "outputs"
     env = {**os.environ, "SLIPCORE_MODEL": "tiny", "SLIPCORE_OUTPUT_DIR": str(out), "SLIPCORE_EVAL_LIMIT": "4",
            "SLIPCORE_MAX_STEPS": str(START_STEPS), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"), "JUPYTER_RUNTIME_DIR": str(root / "runtime")}

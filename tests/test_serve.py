@@ -7,13 +7,13 @@ runs wherever ``OLLAMA_HOST`` (or the default port) answers. llama.cpp always ru
 import contextlib
 import io
 import re
-import socket
 
 import pytest
 
 from slipcore_nb import export, serve
 from slipcore_nb.modelfile import render_template, write_modelfile
 from slipcore_nb.grammar import nslip_gbnf
+from slipcore_nb.llama_server import free_port
 from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
 from slipcore_nb.protocol import decode, encode
@@ -78,10 +78,7 @@ def test_the_default_would_repack_on_this_cpu(ggufs):
 @pytest.fixture
 def closed_port_host(monkeypatch):
     """An OLLAMA_HOST where certainly nothing listens: a port the OS just handed out and took back."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    host = f"http://127.0.0.1:{port}"
+    host = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("OLLAMA_HOST", host)
     return host
 
