@@ -45,12 +45,7 @@ def build_splits(
         raise ValueError(f"need 0 < 2 * eval_conversations ({eval_conversations}) < num_conversations "
                          f"({num_conversations}): each held-out split takes eval_conversations")
     rng = random.Random(seed)
-    goals = all_goal_texts()
-    if num_conversations > len(goals):
-        raise ValueError(f"num_conversations is at most {len(goals)} (one distinct goal text each)")
-    chosen = rng.sample(goals, num_conversations)
-    held_out = {"eval": chosen[:eval_conversations], "eval_unseen": chosen[eval_conversations:2 * eval_conversations]}
-    goals_of = {"train": chosen[2 * eval_conversations:], **held_out}
+    goals_of = _split_goals(rng, num_conversations, eval_conversations)
     splits = {
         name: [{"role": exchange.role, "input": instruction(exchange, rng, unseen=name == "eval_unseen"),
                 "target": encode(exchange.target)}
@@ -59,6 +54,24 @@ def build_splits(
     }
     rng.shuffle(splits["train"])  # roles interleaved, so any prefix of train is a fair sample
     return splits
+
+
+def _split_goals(rng: random.Random, num_conversations: int, eval_conversations: int) -> dict[str, list[str]]:
+    """The goal texts of each split, drawn first from the dataset's random stream."""
+    goals = all_goal_texts()
+    if num_conversations > len(goals):
+        raise ValueError(f"num_conversations is at most {len(goals)} (one distinct goal text each)")
+    chosen = rng.sample(goals, num_conversations)
+    return {"train": chosen[2 * eval_conversations:], "eval": chosen[:eval_conversations],
+            "eval_unseen": chosen[eval_conversations:2 * eval_conversations]}
+
+
+def held_out_goals(split: str = HEADLINE_SPLIT) -> list[str]:
+    """The committed dataset's goal texts of a held-out split: goals no training example mentions."""
+    if split == "train":
+        raise ValueError("held_out_goals is for the held-out splits: eval or eval_unseen")
+    rng = random.Random(DEFAULT_SEED)
+    return _split_goals(rng, DEFAULT_CONVERSATIONS, DEFAULT_EVAL_CONVERSATIONS)[split]
 
 
 def write_jsonl(path: str | Path, examples: list[dict[str, str]]) -> None:

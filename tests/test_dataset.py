@@ -12,7 +12,7 @@ from slipcore_nb.conversations import (
     CRITIC_RULE, DEFAULT_IDS, GUIDE_GOAL, MOVES, ROLES, all_goal_texts, grammar_table,
 )
 from slipcore_nb.dataset import (
-    DATA_DIR, SPLITS, DatasetError, build_splits, load_or_build, load_split, read_jsonl, write_jsonl,
+    DATA_DIR, SPLITS, DatasetError, build_splits, held_out_goals, load_or_build, load_split, read_jsonl, write_jsonl,
 )
 from slipcore_nb.instructions import ASKS, GOALS, INCOMING, INTROS, INTROS_NO_ID, PREAMBLES
 from slipcore_nb.protocol import Act, Frame, Slot, decode, extract, to_base62
@@ -72,6 +72,9 @@ def test_held_out_goals(committed):
     assert len(train) >= 500
     for name in ("eval", "eval_unseen"):
         assert goal_texts(committed[name]) and goal_texts(committed[name]).isdisjoint(train)
+        assert set(held_out_goals(name)) == goal_texts(committed[name])  # what 06's agents work on
+    with pytest.raises(ValueError, match="held-out splits"):
+        held_out_goals("train")
 
 
 def test_unseen_split_uses_no_training_wording(committed):
