@@ -21,6 +21,7 @@ PRODUCERS = {
     "gguf": "04_export",
     "export.json": "04_export",
     "serve_metrics.json": "05_ollama_test",
+    "agents_metrics.json": "06_agents",
 }
 
 

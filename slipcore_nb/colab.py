@@ -36,7 +36,7 @@ from typing import Callable, Mapping, MutableMapping
 from .models import COLAB_MARKERS, SMOLLM2_PACKAGE, default_model  # torch-free: models imports torch only inside functions
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ("01_load", "02_prepare", "03_train", "04_export", "05_ollama_test")
+NOTEBOOKS = ("01_load", "02_prepare", "03_train", "04_export", "05_ollama_test", "06_agents")
 REPO_URL = "https://github.com/slipcore/slipcore-notebooks"  # the first cell clones it on Colab, nowhere else
 COLAB_CHECKOUT = "/content/slipcore-notebooks"
 
@@ -69,7 +69,7 @@ XFORMERS_DEFAULT = "0.0.34"
 TORCHAO_BY_TORCH = {"2.11": "0.18.0", "2.10": "0.16.0", "2.9": "0.16.0", "2.8": "0.16.0"}
 
 LLAMA_CPP_VERSION = "0.3.36"  # = LLAMA_CPP_VERSION in the Makefile
-NEEDS_LLAMA_CPP = ("04_export", "05_ollama_test")  # quantize, grammar runs, the llama.cpp fallback
+NEEDS_LLAMA_CPP = ("04_export", "05_ollama_test", "06_agents")  # quantize, grammar runs, the llama.cpp fallback, llama-server
 
 OLLAMA_URL = "http://127.0.0.1:11434"
 OLLAMA_INSTALL_SCRIPT = "https://ollama.com/install.sh"

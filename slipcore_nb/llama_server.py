@@ -14,6 +14,7 @@ the converter; cmake and a C++ compiler; about 5 minutes on 2 cores), once, into
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import socket
@@ -35,8 +36,26 @@ class LlamaServerError(RuntimeError):
     """llama-server cannot be built or started; the message says what is missing and what to run."""
 
 
+def gpu_options(arch: str | None, cuda_release: str | None) -> tuple[str, tuple[str, ...]]:
+    """(build variant, extra cmake options): CUDA for the GPU present, as 04 builds llama-cpp-python on
+    Colab (one architecture, no flash-attention kernels, portable CPU code); a CPU machine keeps the
+    native CPU build. Nothing here has run on a GPU yet (none was lent); it mirrors :func:`colab.llama_build`."""
+    if arch and cuda_release:
+        return f"cuda{cuda_release}-sm{arch}", ("-DGGML_NATIVE=OFF", "-DGGML_CUDA=on", "-DGGML_CUDA_FA=OFF",
+                                                f"-DCMAKE_CUDA_ARCHITECTURES={arch}")
+    return "cpu", ()
+
+
+def _this_machine() -> tuple[str, tuple[str, ...]]:
+    from .colab import gpu_arch, nvcc
+
+    compiler = nvcc()
+    return gpu_options(gpu_arch(), compiler[1] if compiler else None)
+
+
 def build_dir() -> Path:
-    return cache_root() / f"llama-server-{_llama_cpp_python_version()}"
+    variant, _ = _this_machine()
+    return cache_root() / f"llama-server-{_llama_cpp_python_version()}" / variant
 
 
 def find_binary() -> Path | None:
@@ -73,7 +92,7 @@ def build(jobs: int | None = None, quiet: bool = True) -> Path:
         source = _extract_llama_cpp(download_sdist(work), work / "src")
         out = work / "build"
         log = target.parent / f"{target.name}.build.log"
-        steps = [["cmake", "-S", str(source), "-B", str(out), *CMAKE_OPTIONS],
+        steps = [["cmake", "-S", str(source), "-B", str(out), *CMAKE_OPTIONS, *_this_machine()[1]],
                  ["cmake", "--build", str(out), "--target", BINARY, "-j", str(jobs or os.cpu_count() or 2)]]
         with open(log, "w") as sink:
             for step in steps:
@@ -158,6 +177,7 @@ class LlamaServer:
         with open(self.log, "w") as sink:
             self.process = subprocess.Popen(self.command(), stdout=sink, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
+        atexit.register(self.stop)  # a notebook whose cell failed before its stop cell leaves no server behind
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -173,6 +193,7 @@ class LlamaServer:
         raise LlamaServerError(f"llama-server did not report healthy within {timeout:.0f} s:\n{self.log_tail()}")
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()

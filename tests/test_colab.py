@@ -243,7 +243,7 @@ def test_llama_cpp_and_converter_only_where_a_notebook_uses_them(tmp_path):
     pins = colab.read_pins()
     plans = {nb: colab.plan(nb, pins=pins, installed={}.get, arch="75", cuda_release="12.8", cache=tmp_path, env={})
              for nb in colab.NOTEBOOKS}
-    assert {nb for nb, p in plans.items() if p.llama} == {"04_export", "05_ollama_test"}
+    assert {nb for nb, p in plans.items() if p.llama} == {"04_export", "05_ollama_test", "06_agents"}
     assert {nb for nb, p in plans.items() if p.converter} == {"04_export"}
 
 

@@ -5,6 +5,9 @@ The server is a real llama.cpp process (a crash ends that process, not the test 
 builds it into the cache (minutes); later runs reuse the binary.
 """
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,7 +16,7 @@ import pytest
 from slipcore_nb import export
 from slipcore_nb.completions import GRAMMAR_FIELDS, CompletionError, CompletionsClient
 from slipcore_nb.grammar import nslip_gbnf
-from slipcore_nb.llama_server import LlamaServer, LlamaServerError
+from slipcore_nb.llama_server import LlamaServer, LlamaServerError, gpu_options
 from slipcore_nb.prompts import PROMPT
 from slipcore_nb.protocol import decode, encode
 from slipcore_nb.tiny import build_tiny
@@ -67,6 +70,17 @@ def test_stopping_frees_the_port(gguf):
         httpx.get(f"{running.base_url}/health", timeout=2)
 
 
+def test_a_process_that_exits_without_stopping_its_server_takes_it_along(gguf):
+    """A notebook whose cell failed before the stop cell: the kernel's exit stops the server."""
+    script = ("import sys; from slipcore_nb.llama_server import LlamaServer; "
+              f"print(LlamaServer({str(gguf)!r}, parallel=1, threads=1).start().process.pid)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout.split()[-1])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
 def test_a_broken_model_file_fails_with_the_servers_own_words(tmp_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
@@ -88,3 +102,11 @@ def test_the_grammar_goes_where_each_server_reads_it(server_kind, field):
     assert "grammar" not in client.request_body("P") and set(GRAMMAR_FIELDS) == {"llama.cpp", "vllm", "sglang"}
     with pytest.raises(ValueError, match="server must be one of"):
         CompletionsClient("http://127.0.0.1:9", server="tgi")
+
+
+def test_a_gpu_machine_builds_the_server_for_its_gpu():
+    """As 04 builds llama-cpp-python on Colab: this GPU's architecture only, portable CPU code; else native CPU."""
+    variant, options = gpu_options("75", "12.8")
+    assert variant == "cuda12.8-sm75"
+    assert {"-DGGML_CUDA=on", "-DCMAKE_CUDA_ARCHITECTURES=75", "-DGGML_NATIVE=OFF"} <= set(options)
+    assert gpu_options(None, None) == gpu_options("75", None) == ("cpu", ())  # no GPU, or no CUDA compiler

@@ -1,0 +1,221 @@
+"""Four agents on one served model: coordinator, planner, executor and critic talk nSLIP, live.
+
+What happens in the world (whether the planner must ask first, how the executor's run ends) comes
+from :func:`slipcore_nb.conversations.conversation`; every message on the wire is written by the
+model, asked through an OpenAI-compatible server (:class:`slipcore_nb.completions.CompletionsClient`)
+in wording it never saw in training (the ``unseen`` phrase pools). Each message is decoded and checked
+the moment it is sent against what the protocol says it must be. A wrong one is kept, counted and
+answered by its addressee with an ERROR naming the first wrong field (``e"wrong_src_dst"``); then the
+protocol's own message is delivered in its place (marked repaired), so the rest of the conversation is
+still measured instead of derailed. Conversations run side by side, one thread each, so a server with
+parallel slots batches them, which is how agents load a server.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from .completions import CompletionsClient
+from .conversations import MOVES, ROLES, conversation
+from .economics import renderings
+from .evaluate import DETERMINED, EvalReport, clean_answer, score_answer
+from .instructions import instruction
+from .prompts import PROMPT
+from .protocol import Act, Frame, Message, Slot, decode, encode
+
+# The order in which a wrong message's first wrong field is named in the ERROR sent back.
+FIELD_ORDER = ("valid", *DETERMINED, "rules")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One message an agent sent: its prompt, its answer, what the protocol expected, and the verdict."""
+
+    conversation: int
+    move: str
+    role: str
+    instruction: str
+    answer: str
+    expected: str
+    checks: dict[str, bool]
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+    @property
+    def right(self) -> bool:
+        """Protocol-correct and every rule-fixed slot right: the message can be delivered as sent."""
+        return self.checks["protocol_correct"] and self.checks["rules"]
+
+    @property
+    def wrong_field(self) -> str | None:
+        return next((name for name in FIELD_ORDER if not self.checks[name]), None)
+
+    @property
+    def delivered(self) -> str:
+        """What the addressee receives: the answer when right, else the protocol's message (repaired)."""
+        return self.answer if self.right else self.expected
+
+    @property
+    def error_reply(self) -> str | None:
+        """The addressee's ERROR for a wrong message, naming the first wrong field; None when right."""
+        if self.right:
+            return None
+        expected = decode(self.expected)
+        code = "invalid_nslip" if self.wrong_field == "valid" else f"wrong_{self.wrong_field}"
+        return encode(Message(conv=expected.conv, turn=expected.turn + 1, src=expected.dst, dst=expected.src,
+                              act=Act.ERROR, frame=Frame.OBSERVATION,
+                              slots={Slot.ERROR_CODE: code, Slot.TAG: "rejected"}))
+
+
+@dataclass(frozen=True)
+class ConversationRun:
+    goal: str
+    messages: tuple[Sent, ...]
+
+    @property
+    def clean(self) -> bool:
+        """Every message right as the model sent it: no ERROR, nothing repaired."""
+        return all(sent.right for sent in self.messages)
+
+    @property
+    def retries(self) -> int:
+        return sum(sent.move == "retry" for sent in self.messages)
+
+
+class Agents:
+    """The four roles as agents of one model behind ``client``; ``grammar`` (GBNF) constrains every answer."""
+
+    def __init__(self, client: CompletionsClient, grammar: str | None = None, max_tokens: int = 64,
+                 eos_token: str | None = None):
+        self.client, self.grammar, self.max_tokens, self.eos_token = client, grammar, max_tokens, eos_token
+
+    def send(self, index: int, exchange, rng: random.Random) -> Sent:
+        """The agent of ``exchange.role`` answers its incoming message; the answer is checked at once."""
+        words = instruction(exchange, rng, unseen=True)
+        # With a grammar the message ends at '#'; a stop such as '###' could cut a tag the grammar admits.
+        stop = [] if self.grammar else None
+        reply = self.client.complete(PROMPT.prompt(words), max_tokens=self.max_tokens, grammar=self.grammar,
+                                     stop=stop)
+        answer = clean_answer(reply.text, self.eos_token)
+        expected = encode(exchange.target)
+        return Sent(index, exchange.move, exchange.role, words, answer, expected,
+                    score_answer({"target": expected}, answer), reply.prompt_tokens, reply.completion_tokens,
+                    reply.seconds)
+
+    def converse(self, index: int, goal: str, seed: int) -> ConversationRun:
+        """One conversation about ``goal``, message by message; the world's choices are seeded.
+
+        An incoming message is always the one delivered just before: the agent reads the wire.
+        """
+        rng = random.Random(seed * 1_000_003 + index)
+        messages: list[Sent] = []
+        for exchange in conversation(rng, goal):
+            if exchange.incoming is not None:
+                exchange = replace(exchange, incoming=decode(messages[-1].delivered))
+            messages.append(self.send(index, exchange, rng))
+        return ConversationRun(goal, tuple(messages))
+
+    def run(self, goals: list[str], seed: int = 0, workers: int = 4) -> "AgentsReport":
+        """Every goal's conversation, ``workers`` of them at a time."""
+        began = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            runs = list(pool.map(lambda args: self.converse(*args, seed), enumerate(goals)))
+        return AgentsReport(runs, time.perf_counter() - began, workers)
+
+
+@dataclass
+class AgentsReport:
+    conversations: list[ConversationRun]
+    seconds: float
+    workers: int
+
+    @property
+    def messages(self) -> list[Sent]:
+        return [sent for run in self.conversations for sent in run.messages]
+
+    @property
+    def messages_per_second(self) -> float:
+        return len(self.messages) / self.seconds if self.seconds else 0.0
+
+    @property
+    def scores(self) -> EvalReport:
+        """The live messages scored like any eval run: ``.table`` per role, ``.summary()`` overall."""
+        return EvalReport([{"role": sent.role, **sent.checks} for sent in self.messages])
+
+    def summary(self) -> dict:
+        messages, rates = self.messages, self.scores.summary()
+        return {
+            "conversations": len(self.conversations),
+            "completed_clean": sum(run.clean for run in self.conversations),
+            "messages": len(messages),
+            "errors_sent": sum(not sent.right for sent in messages),
+            "retries": sum(run.retries for run in self.conversations),
+            "messages_per_second": round(self.messages_per_second, 2),
+            "parallel_conversations": self.workers,
+            **{check: rates[check] for check in ("valid", "protocol_correct", "rules", "valid_but_wrong")},
+        }
+
+    def wrong(self):
+        """Every wrong message with the ERROR its addressee sent back (none hidden)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"conversation": s.conversation, "role": s.role, "move": s.move, "sent": s.answer,
+                              "expected": s.expected, "first wrong field": s.wrong_field, "ERROR back": s.error_reply}
+                             for s in self.messages if not s.right])
+
+    def token_table(self, tokenizer):
+        """Tokens per conversation on the wire, nSLIP vs the same messages as compact JSON."""
+        import pandas as pd
+
+        def tokens(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        per_conversation = []
+        for run in self.conversations:
+            shapes = [renderings(decode(sent.delivered)) for sent in run.messages]
+            per_conversation.append({shape: sum(tokens(r[shape]) for r in shapes)
+                                     for shape in ("nslip", "json_compact")})
+        frame = pd.DataFrame(per_conversation)
+        return pd.DataFrame({"tokens per conversation (mean)": frame.mean().round(1),
+                             "total": frame.sum()}).T.assign(
+            saved_percent=lambda t: (100 * (1 - t["nslip"] / t["json_compact"])).round(1))
+
+
+def plot_sequence(run: ConversationRun, ax=None):
+    """A message-sequence chart: one lifeline per role, one arrow per message, wrong ones in red with their ERROR."""
+    import matplotlib.pyplot as plt
+
+    lanes = {role: i for i, role in enumerate(ROLES)}
+    rows = len(run.messages) + sum(not s.right for s in run.messages)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 0.55 * rows + 1.2))
+    for role, x in lanes.items():
+        ax.axvline(x, color="0.75", lw=1, zorder=0)
+        ax.text(x, -0.6, role, ha="center", va="bottom", fontsize=9, weight="bold")
+    y = 0
+    for sent in run.messages:
+        message = decode(sent.delivered)
+        src, dst = sent.role, MOVES[sent.move].to
+        colour = "tab:green" if sent.right else "tab:red"
+        _arrow(ax, lanes[src], lanes[dst], y, colour, f"{message.act.name}/{message.frame.name} "
+               f"T{message.turn} {message.slots.get(Slot.TAG, '')}" + ("" if sent.right else "  (repaired)"))
+        y += 1
+        if not sent.right:
+            _arrow(ax, lanes[dst], lanes[src], y, "tab:red", f"ERROR e\"{decode(sent.error_reply).slots[Slot.ERROR_CODE]}\"",
+                   dashed=True)
+            y += 1
+    ax.set_ylim(y, -1)
+    ax.set_xlim(-0.6, len(ROLES) - 0.4)
+    ax.axis("off")
+    ax.set_title(f"conversation {run.messages[0].conversation}: {run.goal}", fontsize=10)
+    return ax
+
+
+def _arrow(ax, x0: float, x1: float, y: float, colour: str, label: str, dashed: bool = False) -> None:
+    ax.annotate("", xy=(x1, y), xytext=(x0, y),
+                arrowprops=dict(arrowstyle="->", color=colour, lw=1.4, linestyle="--" if dashed else "-"))
+    ax.text((x0 + x1) / 2, y - 0.12, label, ha="center", va="bottom", fontsize=7.5, color=colour)
