@@ -36,21 +36,21 @@ class LlamaServerError(RuntimeError):
     """llama-server cannot be built or started; the message says what is missing and what to run."""
 
 
-def gpu_options(arch: str | None, cuda_release: str | None) -> tuple[str, tuple[str, ...]]:
-    """(build variant, extra cmake options): CUDA for the GPU present, as 04 builds llama-cpp-python on
-    Colab (one architecture, no flash-attention kernels, portable CPU code); a CPU machine keeps the
-    native CPU build. Nothing here has run on a GPU yet (none was lent); it mirrors :func:`colab.llama_build`."""
-    if arch and cuda_release:
-        return f"cuda{cuda_release}-sm{arch}", ("-DGGML_NATIVE=OFF", "-DGGML_CUDA=on", "-DGGML_CUDA_FA=OFF",
-                                                f"-DCMAKE_CUDA_ARCHITECTURES={arch}")
-    return "cpu", ()
+def build_options(arch: str | None, cuda_release: str | None) -> tuple[str, tuple[str, ...]]:
+    """(build variant, extra cmake options). With a GPU and nvcc: the CUDA build 04 makes of
+    llama-cpp-python (:func:`slipcore_nb.colab.llama_build`: this GPU's architecture only, no
+    flash-attention kernels, portable CPU code); it has not run yet (no GPU was lent). Else the native CPU build."""
+    from .colab import llama_build
+
+    build = llama_build(arch, cuda_release)
+    return (build.variant, tuple(build.cmake_args.split())) if build.cuda else ("cpu", ())
 
 
 def _this_machine() -> tuple[str, tuple[str, ...]]:
     from .colab import gpu_arch, nvcc
 
     compiler = nvcc()
-    return gpu_options(gpu_arch(), compiler[1] if compiler else None)
+    return build_options(gpu_arch(), compiler[1] if compiler else None)
 
 
 def build_dir() -> Path:

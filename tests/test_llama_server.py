@@ -16,7 +16,7 @@ import pytest
 from slipcore_nb import export
 from slipcore_nb.completions import GRAMMAR_FIELDS, CompletionError, CompletionsClient
 from slipcore_nb.grammar import nslip_gbnf
-from slipcore_nb.llama_server import LlamaServer, LlamaServerError, gpu_options
+from slipcore_nb.llama_server import LlamaServer, LlamaServerError, build_options
 from slipcore_nb.prompts import PROMPT
 from slipcore_nb.protocol import decode, encode
 from slipcore_nb.tiny import build_tiny
@@ -106,7 +106,7 @@ def test_the_grammar_goes_where_each_server_reads_it(server_kind, field):
 
 def test_a_gpu_machine_builds_the_server_for_its_gpu():
     """As 04 builds llama-cpp-python on Colab: this GPU's architecture only, portable CPU code; else native CPU."""
-    variant, options = gpu_options("75", "12.8")
+    variant, options = build_options("75", "12.8")
     assert variant == "cuda12.8-sm75"
     assert {"-DGGML_CUDA=on", "-DCMAKE_CUDA_ARCHITECTURES=75", "-DGGML_NATIVE=OFF"} <= set(options)
-    assert gpu_options(None, None) == gpu_options("75", None) == ("cpu", ())  # no GPU, or no CUDA compiler
+    assert build_options(None, None) == build_options("75", None) == ("cpu", ())  # no GPU, or no CUDA compiler
