@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import colab
 from .artifacts import cache_root
 from .export import _llama_cpp_python_version, download_sdist, extract_vendored
 
@@ -40,17 +41,13 @@ def build_options(arch: str | None, cuda_release: str | None) -> tuple[str, tupl
     """(build variant, extra cmake options). With a GPU and nvcc: the CUDA build 04 makes of
     llama-cpp-python (:func:`slipcore_nb.colab.llama_build`: this GPU's architecture only, no
     flash-attention kernels, portable CPU code); it has not run yet (no GPU was lent). Else the native CPU build."""
-    from .colab import llama_build
-
-    build = llama_build(arch, cuda_release)
+    build = colab.llama_build(arch, cuda_release)
     return (build.variant, tuple(build.cmake_args.split())) if build.cuda else ("cpu", ())
 
 
 def _this_machine() -> tuple[str, tuple[str, ...]]:
-    from .colab import gpu_arch, nvcc
-
-    compiler = nvcc()
-    return build_options(gpu_arch(), compiler[1] if compiler else None)
+    compiler = colab.nvcc()
+    return build_options(colab.gpu_arch(), compiler[1] if compiler else None)
 
 
 def build_dir() -> Path:
@@ -168,6 +165,8 @@ class LlamaServer:
             command.append("--lora-init-without-apply")
         if not self.extra_cpu_buffers:
             command.append("--no-repack")
+        if colab.gpu_arch():  # every layer on the GPU (a CPU-only binary ignores it with a warning)
+            command += ["--n-gpu-layers", "999"]
         return command
 
     def start(self, timeout: float = 120) -> "LlamaServer":

@@ -51,7 +51,8 @@ def test_a_request_the_server_refuses_is_a_clear_error(server):
         client.complete(PROMPT.prompt("Goal[1]: x"), grammar='root ::= "unclosed')
 
 
-def test_the_command_is_what_a_user_would_type(gguf, tmp_path):
+def test_the_command_is_what_a_user_would_type(gguf, tmp_path, monkeypatch):
+    monkeypatch.setattr("slipcore_nb.colab.gpu_arch", lambda: None)  # a CPU machine
     command = LlamaServer(gguf, parallel=8, ctx_per_slot=256, threads=2, loras=(tmp_path / "a.gguf",),
                           port=8099).command()
     text = " ".join(command)
@@ -59,6 +60,12 @@ def test_the_command_is_what_a_user_would_type(gguf, tmp_path):
     assert "--lora " + str(tmp_path / "a.gguf") in text and "--lora-init-without-apply" in text
     assert "--no-repack" in command  # the repacked CPU path crashed on an AMX Xeon (serve.load_llama)
     assert "--no-repack" not in LlamaServer(gguf, extra_cpu_buffers=True).command()
+    assert "--n-gpu-layers" not in command
+
+
+def test_on_a_gpu_machine_every_layer_goes_to_the_gpu(gguf, monkeypatch):
+    monkeypatch.setattr("slipcore_nb.colab.gpu_arch", lambda: "90")
+    assert LlamaServer(gguf).command()[-2:] == ["--n-gpu-layers", "999"]
 
 
 def test_stopping_frees_the_port(gguf):
