@@ -205,8 +205,8 @@ def plot_sequence(run: ConversationRun, ax=None):
                f"T{message.turn} {message.slots.get(Slot.TAG, '')}" + ("" if sent.right else "  (repaired)"))
         y += 1
         if not sent.right:
-            _arrow(ax, lanes[dst], lanes[src], y, "tab:red", f"ERROR e\"{decode(sent.error_reply).slots[Slot.ERROR_CODE]}\"",
-                   dashed=True)
+            code = decode(sent.error_reply).slots[Slot.ERROR_CODE]
+            _arrow(ax, lanes[dst], lanes[src], y, "tab:red", f'ERROR e"{code}"', dashed=True)
             y += 1
     ax.set_ylim(y, -1)
     ax.set_xlim(-0.6, len(ROLES) - 0.4)

@@ -47,7 +47,7 @@ MAX_ATTEMPTS = 3  # the executor gets a subtask at most this often
 
 @dataclass(frozen=True)
 class Move:
-    """One kind of answer: the role that sends it and the one it goes to, act/frame/tag, what it answers (None: it opens)."""
+    """One kind of answer: who sends it and to whom, act/frame/tag, and what it answers (None: it opens)."""
 
     role: str
     to: str  # the role it is sent to
@@ -60,27 +60,33 @@ class Move:
 
 MOVES: dict[str, Move] = {
     "open": Move("coordinator", "planner", Act.REQUEST, Frame.TASK, None, ("new_task",), "a goal to delegate"),
-    "plan": Move("planner", "coordinator", Act.PROPOSE, Frame.PLAN, "REQUEST/TASK, INFORM/TASK or none", ("plan_v1",),
-                 "the task can be planned"),
-    "ask": Move("planner", "coordinator", Act.ASK, Frame.TASK, "REQUEST/TASK", ("need_info",), "a question blocks the plan"),
-    "decline": Move("planner", "coordinator", Act.REJECT, Frame.TASK, "REQUEST/TASK", ("declined",), "it cannot take the task"),
+    "plan": Move("planner", "coordinator", Act.PROPOSE, Frame.PLAN, "REQUEST/TASK, INFORM/TASK or none",
+                 ("plan_v1",), "the task can be planned"),
+    "ask": Move("planner", "coordinator", Act.ASK, Frame.TASK, "REQUEST/TASK", ("need_info",),
+                "a question blocks the plan"),
+    "decline": Move("planner", "coordinator", Act.REJECT, Frame.TASK, "REQUEST/TASK", ("declined",),
+                    "it cannot take the task"),
     "commit": Move("planner", "coordinator", Act.COMMIT, Frame.TASK, "REQUEST/TASK", ("committed",),
                    "the task is small enough to do itself"),
     "answer": Move("coordinator", "planner", Act.INFORM, Frame.TASK, "ASK/TASK", ("answer",), "the planner asked"),
     "dispatch": Move("coordinator", "executor", Act.REQUEST, Frame.TASK, "PROPOSE/PLAN", ("execute",),
                      "a plan arrived (to the executor, new subtask k, parent p)"),
-    "accept": Move("executor", "coordinator", Act.ACCEPT, Frame.TASK, "REQUEST/TASK", ("accepted",), "it started, no result yet"),
+    "accept": Move("executor", "coordinator", Act.ACCEPT, Frame.TASK, "REQUEST/TASK", ("accepted",),
+                   "it started, no result yet"),
     "busy": Move("executor", "coordinator", Act.REJECT, Frame.TASK, "REQUEST/TASK", ("busy",), "it is busy"),
     "report": Move("executor", "coordinator", Act.INFORM, Frame.OBSERVATION, "REQUEST/TASK",
                    tuple(f"exec_{status}" for status in STATUSES), "it has an outcome (u = status, r = result)"),
     "error": Move("executor", "coordinator", Act.ERROR, Frame.OBSERVATION, "REQUEST/TASK", ("exec_error",),
                   "it hit an error (e = code)"),
-    "evaluate": Move("critic", "coordinator", Act.EVAL, Frame.EVALUATION, "INFORM/OBSERVATION or ERROR/OBSERVATION",
-                     ("eval_pass", "eval_retry", "eval_fail"), "a report arrived (to its coordinator)"),
-    "close": Move("coordinator", "critic", Act.META, Frame.CONTROL, "EVAL/EVALUATION", ("close",), "the verdict is eval_pass"),
+    "evaluate": Move("critic", "coordinator", Act.EVAL, Frame.EVALUATION,
+                     "INFORM/OBSERVATION or ERROR/OBSERVATION", ("eval_pass", "eval_retry", "eval_fail"),
+                     "a report arrived (to its coordinator)"),
+    "close": Move("coordinator", "critic", Act.META, Frame.CONTROL, "EVAL/EVALUATION", ("close",),
+                  "the verdict is eval_pass"),
     "retry": Move("coordinator", "executor", Act.REQUEST, Frame.TASK, "EVAL/EVALUATION", ("retry",),
                   "the verdict is eval_retry (to the executor, same k and p)"),
-    "abort": Move("coordinator", "critic", Act.META, Frame.CONTROL, "EVAL/EVALUATION", ("abort",), "the verdict is eval_fail"),
+    "abort": Move("coordinator", "critic", Act.META, Frame.CONTROL, "EVAL/EVALUATION", ("abort",),
+                  "the verdict is eval_fail"),
 }
 
 
