@@ -6,6 +6,9 @@ Each example is ``{"role", "input", "target"}``, the guide's format. Two held-ou
 - ``eval_unseen``: goals that never occur in ``train`` **and** wording that never occurs there (every
   phrase comes from the ``unseen`` pools of :mod:`slipcore_nb.instructions`). This is the headline number:
   it says whether the model learned the protocol or our templates.
+- ``eval_served``: the same exchanges as ``eval_unseen``, in the short form served agents use
+  (:func:`~slipcore_nb.instructions.served_instruction`; a share of ``train`` is in that form too), so a
+  serving benchmark can compare the two forms on the same messages.
 
 Run ``python -m slipcore_nb.dataset --out data/finetune`` to regenerate the committed files; with
 the default arguments the output is byte-for-byte what is in the repository.
@@ -19,16 +22,17 @@ import random
 from pathlib import Path
 
 from .conversations import ROLES, all_goal_texts, conversation
-from .instructions import instruction
+from .instructions import instruction, served_instruction
 from .protocol import NSlipError, decode, encode
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "finetune"
 FIELDS = ("role", "input", "target")
-SPLITS = ("train", "eval", "eval_unseen")
+SPLITS = ("train", "eval", "eval_unseen", "eval_served")
 HEADLINE_SPLIT = "eval_unseen"
 DEFAULT_SEED = 42
 DEFAULT_CONVERSATIONS = 760
 DEFAULT_EVAL_CONVERSATIONS = 32
+SERVED_SHARE = 0.2  # of training examples in the served form: enough to learn it, most stay long wordings
 
 
 class DatasetError(ValueError):
@@ -46,12 +50,19 @@ def build_splits(
                          f"({num_conversations}): each held-out split takes eval_conversations")
     rng = random.Random(seed)
     goals_of = _split_goals(rng, num_conversations, eval_conversations)
-    splits = {
-        name: [{"role": exchange.role, "input": instruction(exchange, rng, unseen=name == "eval_unseen"),
-                "target": encode(exchange.target)}
-               for goal in goals_of[name] for exchange in conversation(rng, goal)]
-        for name in SPLITS
-    }
+    splits: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
+    for name in ("train", "eval", "eval_unseen"):
+        for goal in goals_of[name]:
+            for exchange in conversation(rng, goal):
+                target = encode(exchange.target)
+                if name == "train" and rng.random() < SERVED_SHARE:
+                    text = served_instruction(exchange)
+                else:
+                    text = instruction(exchange, rng, unseen=name == "eval_unseen")
+                splits[name].append({"role": exchange.role, "input": text, "target": target})
+                if name == "eval_unseen":
+                    splits["eval_served"].append({"role": exchange.role, "input": served_instruction(exchange),
+                                                  "target": target})
     rng.shuffle(splits["train"])  # roles interleaved, so any prefix of train is a fair sample
     return splits
 
@@ -69,9 +80,10 @@ def _split_goals(rng: random.Random, num_conversations: int, eval_conversations:
 def held_out_goals(split: str = HEADLINE_SPLIT) -> list[str]:
     """The committed dataset's goal texts of a held-out split: goals no training example mentions."""
     if split == "train":
-        raise ValueError("held_out_goals is for the held-out splits: eval or eval_unseen")
+        raise ValueError("held_out_goals is for the held-out splits: eval, eval_unseen or eval_served")
     rng = random.Random(DEFAULT_SEED)
-    return _split_goals(rng, DEFAULT_CONVERSATIONS, DEFAULT_EVAL_CONVERSATIONS)[split]
+    goals = _split_goals(rng, DEFAULT_CONVERSATIONS, DEFAULT_EVAL_CONVERSATIONS)
+    return goals["eval_unseen" if split == "eval_served" else split]
 
 
 def write_jsonl(path: str | Path, examples: list[dict[str, str]]) -> None:
@@ -136,7 +148,7 @@ def load_or_build(data_dir: str | Path | None = None) -> dict[str, list[dict[str
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m slipcore_nb.dataset",
-        description="Generate the nSLIP finetune dataset (train.jsonl, eval.jsonl, eval_unseen.jsonl).",
+        description="Generate the nSLIP finetune dataset (train, eval, eval_unseen and eval_served .jsonl).",
     )
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="output folder (default: %(default)s)")
     parser.add_argument("--num-conversations", type=int, default=DEFAULT_CONVERSATIONS,

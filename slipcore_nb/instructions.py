@@ -230,3 +230,33 @@ def instruction(exchange: Exchange, rng: random.Random, unseen: bool = False) ->
     preamble = PREAMBLES.pick(rng, unseen)
     lines = [text for text in (preamble, intro, *parts, ask) if text]
     return (" " if rng.random() < 0.3 else "\n").join(lines)
+
+
+# The served form's facts per move: nSLIP slot letters for values, agents by role, a word where the
+# long form describes a situation ("you are busy"). Moves without an entry state nothing: the incoming
+# message decides (plan, evaluate) as in the long form.
+SERVED_FACTS = {
+    "open": "planner={planner} c={conv} k={task} q={priority}", "ask": "ask", "decline": "decline",
+    "commit": "commit", "answer": "answer", "dispatch": "executor={executor} k={subtask}", "accept": "accept",
+    "busy": "busy", "report": "u={outcome} r={result}", "error": "e={error_code}",
+    "close": "executor={executor}", "retry": "executor={executor}", "abort": "executor={executor}",
+}
+
+
+def served_instruction(exchange: Exchange) -> str:
+    """The short form for served agents, e.g. ``executor 2 in=@a3|...# u=partial r=LE``.
+
+    A served CPU spends compute on every prompt token, and the long wordings cost ~90 tokens a
+    message; this form says the same facts in ~50 (role, own id, the goal id where no message
+    carries it, the incoming message, the facts), so agents that use it get more messages per
+    second. It is one fixed format, trained alongside the long wordings, so it needs no rng.
+    """
+    facts = {key: to_base62(value) if type(value) is int else value for key, value in exchange.facts.items()}
+    parts = [exchange.role, to_base62(exchange.target.src)]
+    if exchange.incoming is None:
+        parts.append(f"g={facts['goal_id']}")
+    else:
+        parts.append(f"in={encode(exchange.incoming)}")
+    if exchange.move in SERVED_FACTS:
+        parts.append(SERVED_FACTS[exchange.move].format(**facts))
+    return " ".join(parts)

@@ -63,8 +63,8 @@ GOAL_TEXT = re.compile("|".join(map(re.escape, sorted(all_goal_texts(), key=len,
 
 
 def goal_texts(examples):
-    """The goal text of each example (the longest goal text its instruction holds)."""
-    return {GOAL_TEXT.search(ex["input"]).group(0) for ex in examples}
+    """The goal texts the examples' instructions hold (the longest in each; the served form names none)."""
+    return {found.group(0) for ex in examples if (found := GOAL_TEXT.search(ex["input"]))}
 
 
 def test_held_out_goals(committed):
@@ -73,6 +73,7 @@ def test_held_out_goals(committed):
     for name in ("eval", "eval_unseen"):
         assert goal_texts(committed[name]) and goal_texts(committed[name]).isdisjoint(train)
         assert set(held_out_goals(name)) == goal_texts(committed[name])  # what 06's agents work on
+    assert held_out_goals("eval_served") == held_out_goals("eval_unseen")
     with pytest.raises(ValueError, match="held-out splits"):
         held_out_goals("train")
 
@@ -88,6 +89,28 @@ def test_unseen_split_uses_no_training_wording(committed):
     assert unseen_only and not any(part in train_text for part in unseen_only)
     for ex in committed["eval_unseen"]:
         assert any(part in ex["input"] for part in unseen_only), ex["input"]
+
+
+SERVED = re.compile(r"(coordinator|planner|executor|critic) [0-9A-Z] (g=[0-9A-Za-z]+|in=@[^#]*#)( .+)?")
+
+
+def test_served_form_says_the_same_exchanges_in_fewer_words(committed):
+    """eval_served is eval_unseen, message for message, in the short form; a share of train is in it too."""
+    unseen, served = committed["eval_unseen"], committed["eval_served"]
+    assert [(ex["role"], ex["target"]) for ex in served] == [(ex["role"], ex["target"]) for ex in unseen]
+    assert all(SERVED.fullmatch(ex["input"]) for ex in served)
+    assert not goal_texts(served)  # goals travel as ids
+    assert sum(len(ex["input"]) for ex in served) < 0.5 * sum(len(ex["input"]) for ex in unseen)
+    share = sum(bool(SERVED.fullmatch(ex["input"])) for ex in committed["train"]) / len(committed["train"])
+    assert 0.15 < share < 0.25
+    for ex in served:  # the facts a long wording states are in the short form too
+        incoming = extract(ex["input"])
+        target = decode(ex["target"])
+        if incoming is not None and target.dst not in (incoming.src, incoming.dst):  # dispatch, retry
+            assert f"executor={to_base62(target.dst)}" in ex["input"]
+        for slot, key in ((Slot.STATUS, "u"), (Slot.ERROR_CODE, "e")):
+            if slot in target.slots and (incoming is None or slot not in incoming.slots):
+                assert f"{key}={target.slots[slot]}" in ex["input"]
 
 
 def test_the_guides_prompt_is_not_trained_on_but_its_style_is(committed):
