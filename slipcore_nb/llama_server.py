@@ -137,13 +137,14 @@ class LlamaServer:
 
     def __init__(self, gguf: str | Path, *, parallel: int = 4, ctx_per_slot: int = 512, threads: int | None = None,
                  loras: tuple[str | Path, ...] = (), extra_cpu_buffers: bool = False, port: int | None = None,
-                 binary: str | Path | None = None, log: str | Path | None = None):
+                 binary: str | Path | None = None, log: str | Path | None = None, extra_args: tuple[str, ...] = ()):
         self.gguf = Path(gguf)
         if not self.gguf.is_file():
             raise LlamaServerError(f"no model file {self.gguf}: export one with notebook 04 first.")
         self.parallel, self.ctx_per_slot, self.threads = parallel, ctx_per_slot, threads
         self.loras = tuple(Path(lora) for lora in loras)
         self.extra_cpu_buffers = extra_cpu_buffers
+        self.extra_args = tuple(extra_args)  # any other llama-server flags, e.g. speculative decoding
         self.port = port or free_port()
         self.binary = Path(binary) if binary else None
         self.log = Path(log) if log else Path(tempfile.gettempdir()) / f"llama-server-{self.port}.log"
@@ -167,7 +168,7 @@ class LlamaServer:
             command.append("--no-repack")
         if colab.gpu_arch():  # every layer on the GPU (a CPU-only binary ignores it with a warning)
             command += ["--n-gpu-layers", "999"]
-        return command
+        return command + list(self.extra_args)
 
     def start(self, timeout: float = 120) -> "LlamaServer":
         import httpx
@@ -184,12 +185,22 @@ class LlamaServer:
                                        f"on {self.gguf.name}:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                    self._adapters_off()
                     return self
             except httpx.HTTPError:
                 pass  # not listening yet, or still loading (503)
             time.sleep(0.2)
         self.stop()
         raise LlamaServerError(f"llama-server did not report healthy within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def _adapters_off(self) -> None:
+        """Every LoRA at scale 0 until a request asks for one: this llama-server still reports and applies
+        scale 1 after ``--lora-init-without-apply``, so a request without ``lora`` would get all of them."""
+        if self.loras:
+            import httpx
+
+            httpx.post(f"{self.base_url}/lora-adapters", json=[{"id": i, "scale": 0.0} for i in range(len(self.loras))],
+                       timeout=10).raise_for_status()
 
     def stop(self) -> None:
         atexit.unregister(self.stop)

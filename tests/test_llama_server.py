@@ -61,6 +61,8 @@ def test_the_command_is_what_a_user_would_type(gguf, tmp_path, monkeypatch):
     assert "--no-repack" in command  # the repacked CPU path crashed on an AMX Xeon (serve.load_llama)
     assert "--no-repack" not in LlamaServer(gguf, extra_cpu_buffers=True).command()
     assert "--n-gpu-layers" not in command
+    spec = LlamaServer(gguf, extra_args=("--spec-type", "ngram-simple")).command()
+    assert spec[-2:] == ["--spec-type", "ngram-simple"]  # any other llama-server flag, as given
 
 
 def test_on_a_gpu_machine_every_layer_goes_to_the_gpu(gguf, monkeypatch):
