@@ -22,7 +22,7 @@ from .completions import CompletionsClient
 from .conversations import MOVES, ROLES, conversation
 from .economics import renderings
 from .evaluate import DETERMINED, EvalReport, clean_answer, score_answer
-from .instructions import instruction
+from .instructions import instruction, served_instruction
 from .prompts import PROMPT
 from .protocol import Act, Frame, Message, Slot, decode, encode
 
@@ -87,19 +87,26 @@ class ConversationRun:
 
 
 class Agents:
-    """The four roles as agents of one model behind ``client``; ``grammar`` (GBNF) constrains every answer."""
+    """The four roles as agents of one model behind ``client``; ``grammar`` (GBNF) constrains every answer.
+
+    ``served_form`` asks in the short form served agents use (about half the prompt tokens) instead of
+    unseen wording; ``adapter_of_role`` adds each role's request fields on llama-server (role adapters
+    on one base: :func:`slipcore_nb.role_adapters.request_fields`).
+    """
 
     def __init__(self, client: CompletionsClient, grammar: str | None = None, max_tokens: int = 64,
-                 eos_token: str | None = None):
+                 eos_token: str | None = None, served_form: bool = False, adapter_of_role: dict | None = None):
         self.client, self.grammar, self.max_tokens, self.eos_token = client, grammar, max_tokens, eos_token
+        self.served_form, self.adapter_of_role = served_form, adapter_of_role
 
     def send(self, index: int, exchange, rng: random.Random) -> Sent:
         """The agent of ``exchange.role`` answers its incoming message; the answer is checked at once."""
-        words = instruction(exchange, rng, unseen=True)
+        words = served_instruction(exchange) if self.served_form else instruction(exchange, rng, unseen=True)
         # With a grammar the message ends at '#'; a stop such as '###' could cut a tag the grammar admits.
         stop = [] if self.grammar else None
+        adapter = self.adapter_of_role[exchange.role] if self.adapter_of_role else {}
         reply = self.client.complete(PROMPT.prompt(words), max_tokens=self.max_tokens, grammar=self.grammar,
-                                     stop=stop)
+                                     stop=stop, **adapter)
         answer = clean_answer(reply.text, self.eos_token)
         expected = encode(exchange.target)
         return Sent(index, exchange.move, exchange.role, words, answer, expected,
@@ -154,6 +161,7 @@ class AgentsReport:
             "messages": len(messages),
             "errors_sent": sum(not sent.right for sent in messages),
             "retries": sum(run.retries for run in self.conversations),
+            "prompt_tokens": round(sum(sent.prompt_tokens for sent in messages) / max(1, len(messages)), 1),
             "messages_per_second": round(self.messages_per_second, 2),
             "parallel_conversations": self.workers,
             **{check: rates[check] for check in ("valid", "protocol_correct", "rules", "valid_but_wrong")},

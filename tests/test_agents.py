@@ -122,3 +122,15 @@ def test_the_agents_read_the_wire(server):
             assert encode(decode(before.delivered)) in after.instruction
             replies += 1
     assert replies >= 3
+
+
+def test_served_form_agents_ask_the_same_exchanges_in_fewer_tokens(server):
+    goals = held_out_goals()[:2]
+    with CompletionsClient(server.base_url) as client:
+        long = agents.Agents(client, max_tokens=24).run(goals, seed=5, workers=2)
+        short = agents.Agents(client, max_tokens=24, served_form=True).run(goals, seed=5, workers=2)
+    assert [s.expected for s in short.messages] == [s.expected for s in long.messages]  # the same world
+    for sent in short.messages:
+        assert sent.instruction.startswith(f"{sent.role} ") and ("in=@" in sent.instruction) != (sent.move == "open")
+    mean = lambda report: sum(s.prompt_tokens for s in report.messages) / len(report.messages)  # noqa: E731
+    assert mean(short) < 0.75 * mean(long)
