@@ -48,6 +48,10 @@ class ModelSpec:
     grad_accum: int = 4
     lora_rank: int = 16
     save_steps: int = 25
+    # The GGUF 04 hands to Ollama: the smallest file that keeps the protocol (benchmarks.quantization).
+    # Q4_K_M where every matrix width is a multiple of 256 (Qwen2.5, Llama-3.2, Mistral); SmolLM2's 576
+    # is not, and its 4-bit file lost the protocol when measured, so it keeps q8_0.
+    served_gguf: str = "q4_k_m"
 
 
 _GPU_DEFAULTS = dict(needs_cuda=True, load_in_4bit=True)
@@ -69,6 +73,7 @@ REGISTRY: dict[str, ModelSpec] = {
             batch_size=8,
             grad_accum=1,
             save_steps=20,
+            served_gguf="q8_0",
         ),
         ModelSpec("unsloth/Qwen2.5-7B-bnb-4bit", "unsloth/Qwen2.5-7B-bnb-4bit", "Qwen2.5 7B, 4-bit (guide default, CUDA)",
                   merge_base="unsloth/Qwen2.5-7B", **_GPU_DEFAULTS),

@@ -150,3 +150,12 @@ def test_colab_gets_the_model_whose_exports_fit_free_drive():
     assert choice.name == models.DEFAULT_COLAB_MODEL and "Drive" in choice.reason
     assert models.get_spec(choice.name).merge_base == "unsloth/Qwen2.5-3B"
     assert models.choose_model({"COLAB_RELEASE_TAG": "x"}, CPU).name == DEFAULT_CPU_MODEL  # a CPU runtime
+
+
+def test_each_model_serves_a_file_04_writes():
+    """served_gguf names one of 04's files: Q4_K_M for the K-quant-friendly GPU models, q8_0 for SmolLM2."""
+    from slipcore_nb.export import GGUF_TYPES
+
+    assert all(spec.served_gguf in GGUF_TYPES for spec in models.REGISTRY.values())
+    assert models.get_spec("smollm2-135m").served_gguf == "q8_0"
+    assert {spec.served_gguf for spec in models.REGISTRY.values() if spec.needs_cuda} == {"q4_k_m"}
