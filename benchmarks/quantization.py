@@ -50,7 +50,8 @@ def recommend(rows: dict[str, dict], tolerance: float = TOLERANCE) -> str:
 
 
 def markdown(data: dict) -> str:
-    table = [{"file": ftype, "MB": row["megabytes"], "tensor types": ", ".join(f"{k} {v}" for k, v in row["tensors"].items()),
+    table = [{"file": ftype, "MB": row["megabytes"],
+              "tensor types": ", ".join(f"{kind} {count}" for kind, count in row["tensors"].items()),
               "valid %": row["valid"], "protocol-correct %": row["protocol_correct"],
               "valid but wrong %": row["valid_but_wrong"], "msg/s": row["messages_per_second"]}
              for ftype, row in data["files"].items()]

@@ -6,9 +6,9 @@ The shared adapter is the one notebooks 03-04 trained and exported (``max_steps`
 role). Each role adapter trains ``max_steps / 4`` steps on its own role's examples, with the same
 rank, learning rate and batch: four adapters cost what the shared one cost. One llama-server holds
 the base f16 GGUF and all five LoRA GGUFs (loaded at scale 0); every request switches on one
-(``slipcore_nb.role_adapters.request_fields``; prompt cache off, see there), the role adapters chosen by the message's role. The
-same held-out messages (headline split, greedy) are scored per role; the merged f16 file of the
-export is the reference the shared LoRA must match. The Ollama Modelfiles (``ADAPTER`` per role)
+(``slipcore_nb.role_adapters.request_fields``; prompt cache off, see there), the role adapters
+chosen by the message's role. The same held-out messages (headline split, greedy) are scored per
+role; the merged f16 file of the export is the reference the shared LoRA must match. The Ollama Modelfiles (``ADAPTER`` per role)
 are written next to the GGUFs. Results: ``benchmarks/results/role_adapters.json`` and ``.md``.
 """
 
