@@ -62,7 +62,7 @@ def scored(examples, texts, seconds, eos) -> dict:
     from slipcore_nb import evaluate
 
     report = evaluate.score_outputs(examples, texts, eos)
-    table = report.table()
+    table = report.table
     return {"messages_per_second": round(len(texts) / seconds, 3), **report.summary(),
             "per_role": {role: float(table.loc[role, "protocol_correct"]) for role in table.index if role != "overall"}}
 
