@@ -29,7 +29,7 @@ SLOTS = 16
 
 
 def exported_shared(model: str) -> dict:
-    """The notebooks' export of ``model``: its adapter, LoRA GGUF and merged f16 GGUF, with the run's settings."""
+    """The notebooks' export of ``model``: its LoRA GGUF and merged f16 GGUF, with the run's settings."""
     from slipcore_nb import artifacts
 
     exported = artifacts.load_json("export.json") if artifacts.path("export.json").is_file() else {}
@@ -38,7 +38,7 @@ def exported_shared(model: str) -> dict:
     if exported.get("model") != model or not lora_gguf.is_file() or metrics.get("model") != model:
         raise SystemExit(f"no export of {model} with a LoRA GGUF in {artifacts.output_dir()}: run notebooks "
                          "01-04 on it first (SLIPCORE_MODEL picks the model).")
-    return {"adapter": artifacts.path("lora"), "lora_gguf": lora_gguf, "merged_f16": Path(exported["f16"]["gguf"]),
+    return {"lora_gguf": lora_gguf, "merged_f16": Path(exported["f16"]["gguf"]),
             "steps": metrics["steps"], "rank": metrics["rank"], "minutes": metrics["minutes"]}
 
 
