@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .common import finish, footer, header, md_table, results_dir, work_dir, write_results
-from .serving import LONG_FORM
+from .serving import LONG_FORM, answer_concurrently, scored
 
 MODULE = "benchmarks.role_adapters"
 SLOTS = 16
@@ -40,31 +38,6 @@ def exported_shared(model: str) -> dict:
                          "01-04 on it first (SLIPCORE_MODEL picks the model).")
     return {"lora_gguf": lora_gguf, "merged_f16": Path(exported["f16"]["gguf"]),
             "steps": metrics["steps"], "rank": metrics["rank"], "minutes": metrics["minutes"]}
-
-
-def answer_all(server_url: str, examples: list[dict], budget: int, fields_of) -> tuple[list[str], float]:
-    """Every example through the server, SLOTS at a time; ``fields_of(example)``: the request's adapter fields."""
-    from slipcore_nb.completions import CompletionsClient
-    from slipcore_nb.prompts import PROMPT
-
-    with CompletionsClient(server_url, extra={"cache_prompt": True}) as client:
-        def ask(ex):
-            extra = fields_of(ex) if fields_of else {}
-            return client.complete(PROMPT.prompt(ex["input"]), max_tokens=budget, **extra).text
-        client.complete(PROMPT.prompt(examples[0]["input"]), max_tokens=4)
-        start = time.perf_counter()
-        with ThreadPoolExecutor(SLOTS) as pool:
-            texts = list(pool.map(ask, examples))
-    return texts, time.perf_counter() - start
-
-
-def scored(examples, texts, seconds, eos) -> dict:
-    from slipcore_nb import evaluate
-
-    report = evaluate.score_outputs(examples, texts, eos)
-    table = report.table
-    return {"messages_per_second": round(len(texts) / seconds, 3), **report.summary(),
-            "per_role": {role: float(table.loc[role, "protocol_correct"]) for role in table.index if role != "overall"}}
 
 
 def markdown(data: dict) -> str:
@@ -115,17 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     megabytes = {name: round(Path(path).stat().st_size / 1e6, 1) for name, path in lora_ggufs.items()}
     variants = {}
     with LlamaServer(shared["merged_f16"], parallel=SLOTS) as server:
-        texts, seconds = answer_all(server.base_url, examples, budget, None)
-    variants["shared adapter merged into f16 (the export)"] = {"adapter_megabytes": 0.0,
-                                                               **scored(examples, texts, seconds, eos)}
+        answers, seconds = answer_concurrently(server.base_url, examples, budget, SLOTS)
+    variants["shared adapter merged into f16 (the export)"] = scored(
+        examples, [a.text for a in answers], eos, seconds, adapter_megabytes=0.0)
     with LlamaServer(base_gguf, parallel=SLOTS, loras=tuple(lora_ggufs[name] for name in names)) as server:
         for label, fields_of, size in (
                 ("base + shared LoRA per request", lambda ex: role_adapters.request_fields(names, "shared"),
                  megabytes["shared"]),
                 ("base + role LoRA per request", lambda ex: role_adapters.request_fields(names, ex["role"]),
                  sum(megabytes[role] for role in ROLES))):
-            texts, seconds = answer_all(server.base_url, examples, budget, fields_of)
-            variants[label] = {"adapter_megabytes": size, **scored(examples, texts, seconds, eos)}
+            answers, seconds = answer_concurrently(server.base_url, examples, budget, SLOTS, fields_of=fields_of)
+            variants[label] = scored(examples, [a.text for a in answers], eos, seconds, adapter_megabytes=size)
             print(label, variants[label], flush=True)
     data.update(model=args.model, split=LONG_FORM, prompts=len(examples), max_tokens=budget,
                 shared_steps=shared["steps"], shared_minutes=shared["minutes"], role_steps=role_steps,

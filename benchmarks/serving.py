@@ -57,13 +57,17 @@ def server_variants(slots: int) -> list[dict]:
     ]
 
 
-def _scored(examples, texts, eos, seconds, **extra) -> dict:
+def scored(examples, texts, eos, seconds, **extra) -> dict:
+    """Speed and quality of one variant's answers, overall and protocol-correct per role."""
     from slipcore_nb import evaluate
 
     report = evaluate.score_outputs(examples, texts, eos)
+    table = report.table
     return {"messages_per_second": round(len(texts) / seconds, 3), "seconds": round(seconds, 2),
             "valid": report.rate("valid"), "protocol_correct": report.rate("protocol_correct"),
-            "valid_but_wrong": report.rate("valid_but_wrong"), **extra}
+            "valid_but_wrong": report.rate("valid_but_wrong"),
+            "per_role": {role: float(table.loc[role, "protocol_correct"]) for role in table.index if role != "overall"},
+            **extra}
 
 
 def baseline(examples, modelfile: str, budget: int, eos: str) -> dict:
@@ -71,33 +75,46 @@ def baseline(examples, modelfile: str, budget: int, eos: str) -> dict:
     from slipcore_nb import serve
 
     answers = serve.answer([ex["input"] for ex in examples], modelfile, runtime="llama.cpp", max_tokens=budget)
-    return _scored(examples, answers.texts, eos, answers.seconds, runtime="llama-cpp-python, one stream",
+    return scored(examples, answers.texts, eos, answers.seconds, runtime="llama-cpp-python, one stream",
                    threads=max(1, (os.cpu_count() or 2) // 2))
 
 
-def server_run(variant: dict, gguf: str, examples: list[dict], budget: int, eos: str) -> dict:
-    """One llama-server, ``slots`` clients sending the prompts concurrently (a warm-up request first)."""
+def answer_concurrently(base_url: str, examples: list[dict], budget: int, clients: int, *,
+                        cache_prompt: bool = True, grammar: str | None = None, fields_of=None) -> tuple[list, float]:
+    """Every example through a running server, ``clients`` requests at a time, after one warm-up request.
+
+    ``fields_of(example)`` adds per-request fields (a LoRA choice). Returns the completions and the seconds.
+    """
     from slipcore_nb.completions import CompletionsClient
-    from slipcore_nb.grammar import nslip_gbnf
-    from slipcore_nb.llama_server import LlamaServer
     from slipcore_nb.prompts import PROMPT
 
-    grammar = nslip_gbnf() if variant["grammar"] else None
-    prompts = [PROMPT.prompt(ex["input"]) for ex in examples]
-    with LlamaServer(gguf, parallel=variant["slots"], ctx_per_slot=512, extra_args=variant["extra_args"]) as server, \
-            CompletionsClient(server.base_url, extra={"cache_prompt": variant["cache_prompt"]}) as client:
-        client.complete(prompts[0], max_tokens=4)  # loads pages, fills nothing that matters for the timing
+    with CompletionsClient(base_url, extra={"cache_prompt": cache_prompt}) as client:
+        def ask(example):
+            fields = fields_of(example) if fields_of else {}
+            return client.complete(PROMPT.prompt(example["input"]), max_tokens=budget, grammar=grammar, **fields)
+        client.complete(PROMPT.prompt(examples[0]["input"]), max_tokens=4)  # loads pages; not timed
         start = time.perf_counter()
-        with ThreadPoolExecutor(variant["slots"]) as pool:
-            answers = list(pool.map(lambda p: client.complete(p, max_tokens=budget, grammar=grammar), prompts))
-        seconds = time.perf_counter() - start
+        with ThreadPoolExecutor(clients) as pool:
+            answers = list(pool.map(ask, examples))
+    return answers, time.perf_counter() - start
+
+
+def server_run(variant: dict, gguf: str, examples: list[dict], budget: int, eos: str) -> dict:
+    """One llama-server for one variant, ``slots`` clients sending the prompts concurrently."""
+    from slipcore_nb.grammar import nslip_gbnf
+    from slipcore_nb.llama_server import LlamaServer
+
+    grammar = nslip_gbnf() if variant["grammar"] else None
+    with LlamaServer(gguf, parallel=variant["slots"], ctx_per_slot=512, extra_args=variant["extra_args"]) as server:
+        answers, seconds = answer_concurrently(server.base_url, examples, budget, variant["slots"],
+                                               cache_prompt=variant["cache_prompt"], grammar=grammar)
         command = " ".join(server.command())
-    return _scored(examples, [a.text for a in answers], eos, seconds, runtime="llama-server",
-                   threads=os.cpu_count(), slots=variant["slots"], cache_prompt=variant["cache_prompt"],
-                   grammar=variant["grammar"], gguf=Path(gguf).name, split=variant["split"],
-                   mean_prompt_tokens=round(sum(a.prompt_tokens for a in answers) / len(answers), 1),
-                   mean_answer_tokens=round(sum(a.completion_tokens for a in answers) / len(answers), 1),
-                   command=command)
+    return scored(examples, [a.text for a in answers], eos, seconds, runtime="llama-server",
+                  threads=os.cpu_count(), slots=variant["slots"], cache_prompt=variant["cache_prompt"],
+                  grammar=variant["grammar"], gguf=Path(gguf).name, split=variant["split"],
+                  mean_prompt_tokens=round(sum(a.prompt_tokens for a in answers) / len(answers), 1),
+                  mean_answer_tokens=round(sum(a.completion_tokens for a in answers) / len(answers), 1),
+                  command=command)
 
 
 def cpu_bounds(parameters: int, tokens_per_message: float, f16_bytes: int) -> dict:
