@@ -44,6 +44,7 @@ class Sent:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    cached_tokens: int = 0
 
     @property
     def right(self) -> bool:
@@ -111,7 +112,7 @@ class Agents:
         expected = encode(exchange.target)
         return Sent(index, exchange.move, exchange.role, words, answer, expected,
                     score_answer({"target": expected}, answer), reply.prompt_tokens, reply.completion_tokens,
-                    reply.seconds)
+                    reply.seconds, reply.cached_tokens)
 
     def converse(self, index: int, goal: str, seed: int) -> ConversationRun:
         """One conversation about ``goal``, message by message; the world's choices are seeded.
@@ -155,13 +156,18 @@ class AgentsReport:
 
     def summary(self) -> dict:
         messages, rates = self.messages, self.scores.summary()
+
+        def per_message(count) -> float:
+            return round(sum(map(count, messages)) / max(1, len(messages)), 1)
+
         return {
             "conversations": len(self.conversations),
             "completed_clean": sum(run.clean for run in self.conversations),
             "messages": len(messages),
             "errors_sent": sum(not sent.right for sent in messages),
             "retries": sum(run.retries for run in self.conversations),
-            "prompt_tokens": round(sum(sent.prompt_tokens for sent in messages) / max(1, len(messages)), 1),
+            "prompt_tokens": per_message(lambda sent: sent.prompt_tokens),
+            "cached_prompt_tokens": per_message(lambda sent: sent.cached_tokens),
             "messages_per_second": round(self.messages_per_second, 2),
             "parallel_conversations": self.workers,
             **{check: rates[check] for check in ("valid", "protocol_correct", "rules", "valid_but_wrong")},

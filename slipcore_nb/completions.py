@@ -30,13 +30,17 @@ class CompletionError(RuntimeError):
 
 @dataclass(frozen=True)
 class Completion:
-    """One answer: its text, why generation stopped, token counts as the server reports them, wall time."""
+    """One answer: its text, why generation stopped, token counts as the server reports them, wall time.
+
+    ``cached_tokens``: prompt tokens the server took from its prompt cache instead of computing them.
+    """
 
     text: str
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    cached_tokens: int = 0
 
 
 class CompletionsClient:
@@ -76,7 +80,8 @@ class CompletionsClient:
         return Completion(text=choice["text"], finish_reason=choice.get("finish_reason") or "",
                           prompt_tokens=int(usage.get("prompt_tokens", 0)),
                           completion_tokens=int(usage.get("completion_tokens", 0)),
-                          seconds=time.perf_counter() - began)
+                          seconds=time.perf_counter() - began,
+                          cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0))
 
     def close(self) -> None:
         self.http.close()

@@ -213,6 +213,12 @@ class LlamaServer:
             self.process.kill()
             self.process.wait()
 
+    def restart(self) -> "LlamaServer":
+        """The same server started cold, on the same port: llama-server keeps the prompts it has answered and
+        computes a repeated one from its cache, so runs compared side by side each start from a restart."""
+        self.stop()
+        return self.start()
+
     def log_tail(self, lines: int = 15) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])

@@ -51,6 +51,18 @@ def test_a_request_the_server_refuses_is_a_clear_error(server):
         client.complete(PROMPT.prompt("Goal[1]: x"), grammar='root ::= "unclosed')
 
 
+def test_a_repeated_prompt_comes_from_the_cache_until_a_restart(server):
+    """Why notebook 06 restarts the server between the runs it compares: the same client, across the restart."""
+    prompt = PROMPT.prompt("Goal[7]: cache me. Respond with one nSLIP message.")
+    with CompletionsClient(server.base_url) as client:
+        server.restart()  # other tests' prompts share this one's opening words
+        first = client.complete(prompt, max_tokens=4)
+        assert first.cached_tokens == 0 and first.prompt_tokens > 10
+        assert client.complete(prompt, max_tokens=4).cached_tokens >= first.prompt_tokens - 1
+        server.restart()
+        assert client.complete(prompt, max_tokens=4).cached_tokens == 0
+
+
 def test_the_command_is_what_a_user_would_type(gguf, tmp_path, monkeypatch):
     monkeypatch.setattr("slipcore_nb.colab.gpu_arch", lambda: None)  # a CPU machine
     command = LlamaServer(gguf, parallel=8, ctx_per_slot=256, threads=2, loras=(tmp_path / "a.gguf",),
