@@ -76,7 +76,7 @@ def baseline(examples, modelfile: str, budget: int, eos: str) -> dict:
 
     answers = serve.answer([ex["input"] for ex in examples], modelfile, runtime="llama.cpp", max_tokens=budget)
     return scored(examples, answers.texts, eos, answers.seconds, runtime="llama-cpp-python, one stream",
-                   threads=max(1, (os.cpu_count() or 2) // 2))
+                  threads=max(1, (os.cpu_count() or 2) // 2))
 
 
 def answer_concurrently(base_url: str, examples: list[dict], budget: int, clients: int, *,

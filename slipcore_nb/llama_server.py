@@ -215,7 +215,7 @@ class LlamaServer:
 
     def restart(self) -> "LlamaServer":
         """The same server started cold, on the same port: llama-server keeps the prompts it has answered and
-        computes a repeated one from its cache, so runs compared side by side each start from a restart."""
+        takes a repeated one from its cache, so runs compared side by side each start from a restart."""
         self.stop()
         return self.start()
 
