@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .common import finish, footer, header, md_table, results_dir, work_dir, write_results
-from .serving import LONG_FORM, server_run
+from .serving import LONG_FORM, server_run, server_variant
 from .speed import prepare_served_model
 
 MODULE = "benchmarks.quantization"
@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     files = quantized_files(f16, work_dir(args.quick) / "quantization" / model.replace("/", "--"))
     rows = {}
     for ftype, path in files.items():
-        variant = {"label": ftype, "slots": SLOTS, "cache_prompt": True, "grammar": False, "split": LONG_FORM,
-                   "extra_args": ()}
-        row = server_run(variant, str(path), examples, budget, tokenizer.eos_token)
+        row = server_run(server_variant(ftype, SLOTS), str(path), examples, budget, tokenizer.eos_token)
         rows[ftype] = {"megabytes": round(path.stat().st_size / 1e6, 1), "tensors": export.tensor_type_counts(path),
                        **row}
         print(ftype, rows[ftype], flush=True)

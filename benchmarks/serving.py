@@ -18,6 +18,7 @@ Results: ``benchmarks/results/serving.json`` and ``serving.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -36,13 +37,18 @@ NGRAM_SPECULATION = ("--spec-type", "ngram-simple", "--spec-ngram-simple-size-n"
 GOAL_SPEEDUP = 4.0  # issue #12: the best variant at 4x the baseline, protocol-correct within 1 point of it
 
 
+def server_variant(label: str, slots: int, *, kind: str = "f16", cache_prompt: bool = True, grammar: bool = False,
+                   split: str = LONG_FORM, extra_args: tuple[str, ...] = ()) -> dict:
+    """One llama-server run as :func:`server_run` takes it: GGUF kind, slots, prompt cache, grammar, prompt form."""
+    return {"label": label, "kind": kind, "slots": slots, "cache_prompt": cache_prompt, "grammar": grammar,
+            "split": split, "extra_args": extra_args}
+
+
 def server_variants(slots: int) -> list[dict]:
-    """(label, GGUF kind, slots, cache_prompt, grammar, prompt form): each a separate llama-server run."""
-    def variant(label, kind="f16", n=slots, cache_prompt=True, grammar=False, split=LONG_FORM, extra_args=()):
-        return {"label": label, "kind": kind, "slots": n, "cache_prompt": cache_prompt, "grammar": grammar,
-                "split": split, "extra_args": extra_args}
+    """Every variant this benchmark runs, each a separate llama-server."""
+    variant = functools.partial(server_variant, slots=slots)
     return [
-        variant("llama-server f16, 1 slot, 1 client", n=1),
+        variant("llama-server f16, 1 slot, 1 client", slots=1),
         variant(f"llama-server f16, {slots} slots, no prompt cache", cache_prompt=False),
         variant(f"llama-server f16, {slots} slots, prompt cache"),
         variant(f"llama-server f16, {slots} slots, prompt cache, nSLIP grammar", grammar=True),
