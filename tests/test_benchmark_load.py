@@ -31,3 +31,13 @@ def test_footer_warns_only_when_others_competed():
     data = {"machine": "m", "packages": {}, "date": "2026-01-01", "command": "c", "cpu_count": 2}
     assert "Warning" not in common.footer({**data, "other_processes_cores": 0.05})
     assert "1.2 of 2 cores" in common.footer({**data, "other_processes_cores": 1.2})
+
+
+def test_cpu_description_names_the_model_and_the_flags_that_set_training_speed():
+    amx = "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    zen = "model name\t: AMD EPYC 7551 32-Core Processor\nflags\t\t: fpu sse2 avx2\n"
+    assert common.cpu_description(amx) == "Intel(R) Xeon(R) Processor (avx2, avx512f, avx512_bf16, amx_bf16)"
+    assert common.cpu_description(zen) == "AMD EPYC 7551 32-Core Processor (avx2)"
+    assert "none of" in common.cpu_description("model name : Some CPU\nflags : fpu\n")
+    data = {"machine": "m", "cpu": "X (avx2)", "packages": {}, "date": "2026-01-01", "command": "c"}
+    assert "_m (X (avx2)); torch" in common.footer(data)
