@@ -72,7 +72,7 @@ def other_processes_cores(since: tuple[float, float, float] | None = _STARTED) -
 
 
 # The CPU features that decide how fast a CPU trains and serves: bf16 matmuls (AVX512-BF16, AMX) make
-# Unsloth's CPU path train in bf16, about 5x faster per step than fp32 on AVX2 alone.
+# Unsloth's CPU path train in bf16, 3-5x faster per step than fp32 on AVX2 alone (2.5 s vs 6.8-12.5 s).
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
