@@ -48,10 +48,12 @@ def build_splits(
     if not 0 < 2 * eval_conversations < num_conversations:
         raise ValueError(f"need 0 < 2 * eval_conversations ({eval_conversations}) < num_conversations "
                          f"({num_conversations}): each held-out split takes eval_conversations")
-    rng = random.Random(seed)
-    goals_of = _split_goals(rng, num_conversations, eval_conversations)
+    goals_of = _split_goals(random.Random(seed), num_conversations, eval_conversations)
     splits: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
     for name in ("train", "eval", "eval_unseen"):
+        # Each split draws from its own stream: a new training phrasing changes train and eval (worded
+        # from the same pools) and leaves the unseen-wording split, the headline, as it was.
+        rng = random.Random(f"{seed}:{name}")
         for goal in goals_of[name]:
             for exchange in conversation(rng, goal):
                 target = encode(exchange.target)
@@ -63,7 +65,8 @@ def build_splits(
                 if name == "eval_unseen":
                     splits["eval_served"].append({"role": exchange.role, "input": served_instruction(exchange),
                                                   "target": target})
-    rng.shuffle(splits["train"])  # roles interleaved, so any prefix of train is a fair sample
+        if name == "train":
+            rng.shuffle(splits["train"])  # roles interleaved, so any prefix of train is a fair sample
     return splits
 
 

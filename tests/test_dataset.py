@@ -44,6 +44,18 @@ def test_cli_options(tmp_path):
     assert bad.returncode == 2 and "eval_conversations" in bad.stderr
 
 
+def test_a_new_training_phrasing_leaves_the_unseen_split_as_it_was(monkeypatch):
+    from slipcore_nb import instructions
+
+    before = build_splits(100, 8)
+    busy = instructions.FACTS["busy"]
+    monkeypatch.setitem(instructions.FACTS, "busy", instructions.Pool(busy.train + ("Say no, you are swamped.",),
+                                                                    busy.unseen))
+    after = build_splits(100, 8)
+    assert after["eval_unseen"] == before["eval_unseen"] and after["eval_served"] == before["eval_served"]
+    assert after["train"] != before["train"]
+
+
 def test_sizes_roles_acts_and_frames(committed):
     assert len(committed["train"]) >= 3000 and min(len(committed[n]) for n in ("eval", "eval_unseen")) >= 150
     for examples in committed.values():
