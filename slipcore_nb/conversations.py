@@ -89,6 +89,8 @@ MOVES: dict[str, Move] = {
                   "the verdict is eval_fail"),
 }
 
+# Every tag belongs to one move: a message's tag says which situation it answers (per-move scores).
+MOVE_OF_TAG: dict[str, str] = {tag: name for name, move in MOVES.items() for tag in move.tags}
 
 
 def grammar_table() -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .conversations import ROLES
+from .conversations import MOVE_OF_TAG, ROLES
 from .prompts import PROMPT
 from .protocol import NSlipError, Slot, decode, extract
 
@@ -73,6 +73,16 @@ class EvalReport:
         table = pd.DataFrame({name: {"n": len(g), **{c: 100.0 * g[c].mean() for c in CHECKS}}
                               for name, g in groups.items()}).T
         return table.astype({"n": int}).round(1)
+
+    def by_move(self, check: str = "protocol_correct") -> dict[str, dict]:
+        """``{move: {"n", check}}`` over the moves of :data:`~slipcore_nb.conversations.MOVES`, named by the
+        target's tag: a role's rate hides which situation fails (the planner's REJECT, not its PROPOSE)."""
+        groups: dict[str, list[bool]] = {}
+        for row in self.rows:
+            move = MOVE_OF_TAG.get(decode(row["target"]).slots.get(Slot.TAG), "other")
+            groups.setdefault(move, []).append(row[check])
+        return {move: {"n": len(hits), check: round(100.0 * sum(hits) / len(hits), 1)}
+                for move, hits in groups.items()}
 
     def rate(self, check: str) -> float:
         """Overall rate of one check, in %."""

@@ -90,6 +90,21 @@ def test_report_table_per_role_and_overall(by_role):
         score_outputs(examples, outputs[:2])
 
 
+def test_report_per_move_names_the_situation_of_each_target():
+    examples = [ex for ex in load_split("eval") if decode(ex["target"]).slots[Slot.TAG] in ("plan_v1", "busy")][:40]
+    outputs = [ex["target"] if decode(ex["target"]).slots[Slot.TAG] == "plan_v1" else "no idea" for ex in examples]
+    by_move = score_outputs(examples, outputs).by_move()
+    assert set(by_move) == {"plan", "busy"}, by_move
+    assert by_move["plan"]["protocol_correct"] == 100.0 and by_move["busy"]["protocol_correct"] == 0.0
+    assert sum(group["n"] for group in by_move.values()) == len(examples)
+
+
+def test_every_tag_names_one_move():
+    from slipcore_nb.conversations import MOVE_OF_TAG, MOVES
+
+    assert len(MOVE_OF_TAG) == sum(len(move.tags) for move in MOVES.values())
+
+
 def test_generate_leaves_the_shared_tokenizer_as_it_found_it():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
