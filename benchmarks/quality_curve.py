@@ -74,19 +74,21 @@ def point(step: int, report, train_seconds: float, eval_seconds: float, **extra)
     return {
         "steps": step, **extra, **report.summary(),
         "per_role": {role: {c: float(table.loc[role, c]) for c in CHECKS} for role in table.index if role != "overall"},
+        "per_move": report.by_move(),
         "train_minutes": round(train_seconds / 60, 2), "eval_seconds": round(eval_seconds, 1),
         "examples": len(report.rows),
     }
 
 
 def run(model: str, examples: list[dict], train: list[dict], max_steps: int, rank: int, eval_steps: list[int],
-        out_root, lr: float | None, log) -> tuple[list[dict], object, dict]:
+        out_root, lr: float | None, batch_size: int | None, log) -> tuple[list[dict], object, dict]:
     """Load, train ``max_steps`` with evaluations at ``eval_steps`` (0 = before training), return the points."""
     from slipcore_nb import models, training
 
     loaded = models.load_model(model, lora_rank=rank)
+    batch = {"batch_size": batch_size} if batch_size else {}
     config = training.TrainConfig.from_spec(loaded.spec, max_steps=max_steps, lora_rank=rank, learning_rate=lr,
-                                            output_dir=out_root)
+                                            output_dir=out_root, **batch)
     points: list[dict] = []
 
     def on_point(step, report, train_seconds, eval_seconds):
@@ -146,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank-steps", type=int, help="steps of each rank run (default 100)")
     parser.add_argument("--curve-rank", type=int, default=16, help="LoRA rank of the curve (default 16)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the model's registry entry)")
+    parser.add_argument("--batch-size", type=int, help="rows per step (default: the model's registry entry)")
     parser.add_argument("--eval-limit", type=int, help="evaluate on the first N eval examples (default all 200)")
+    parser.add_argument("--data", help="dataset folder to train and evaluate on, e.g. a candidate written by "
+                                       "`python -m slipcore_nb.dataset --out DIR` (default: the committed data)")
+    parser.add_argument("--out-suffix", default="",
+                        help="results/quality_curve<SUFFIX>.{json,md,png}, so a variant keeps the committed files")
     args = parser.parse_args(argv)
     quick = args.quick
     model = args.model or ("tiny" if quick else "smollm2-135m")
@@ -159,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
     data = header(MODULE)
     out, work = results_dir(quick), work_dir(quick)
-    train, examples = dataset.load_split("train"), dataset.load_split(dataset.HEADLINE_SPLIT)[:eval_limit]
+    train = dataset.load_split("train", args.data)
+    examples = dataset.load_split(dataset.HEADLINE_SPLIT, args.data)[:eval_limit]
     started = time.perf_counter()
 
     def log(text):
@@ -167,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"quality curve: {model}, steps {curve_steps}, rank {args.curve_rank}, {len(examples)} eval examples")
     curve, loaded, curve_settings = run(model, examples, train, max(curve_steps), args.curve_rank, curve_steps,
-                                        work / "checkpoints-curve", args.lr, log)
+                                        work / "checkpoints-curve", args.lr, args.batch_size, log)
     adapter = export.save_adapter(loaded.model, loaded.tokenizer, work / "curve-lora")
     del loaded
     gc.collect()
@@ -181,20 +189,22 @@ def main(argv: list[str] | None = None) -> int:
             continue
         log(f"rank {rank}: own run of {rank_steps} steps")
         points, loaded, settings = run(model, examples, train, rank_steps, rank, [rank_steps],
-                                       work / f"checkpoints-rank{rank}", args.lr, log)
+                                       work / f"checkpoints-rank{rank}", args.lr, args.batch_size, log)
         rank_points.append({**points[-1], "reused_from_curve": False,
                             "train_seconds_total": settings["train_seconds_total"],
                             "trainable_parameters": _trainable(loaded.model)})
         del loaded
         gc.collect()
 
-    data.update(model=model, eval_examples=len(examples), curve_settings=curve_settings, curve=curve,
+    data.update(model=model, data=str(args.data or dataset.DATA_DIR), eval_examples=len(examples),
+                curve_settings=curve_settings, curve=curve,
                 ranks=rank_points, rank_steps=rank_steps,
                 rank_note=("each rank is its own run to rank_steps (its linear schedule ends there), so the "
                            "curve's point at the same step count, mid-way through a longer schedule, is not reused"),
                 curve_adapter=str(adapter.path), seconds=round(time.perf_counter() - started, 1))
     finish(data)
 
+    name = f"quality_curve{args.out_suffix}"
     columns = ["steps", *SHOWN, "act_frame", "turn", "conv", "ids", "src_dst", "train_minutes"]
     md = [f"### Quality curve: {model} learning nSLIP", "",
           f"One LoRA run (r{args.curve_rank}, lr {curve_settings['learning_rate']:g}, batch "
@@ -204,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
           md_table(curve, columns), "",
           f"**LoRA rank at {rank_steps} steps** (each its own {rank_steps}-step run, same lr and batch):", "",
           md_table(rank_points, ["rank", *SHOWN, "train_minutes"]), "",
-          "![quality curve](quality_curve.png)"]
+          f"![quality curve]({name}.png)"]
     md.append(footer(data))
-    write_results(out, "quality_curve", data, "\n".join(md))
-    plot(curve, [p for p in rank_points if not p["reused_from_curve"]], out / "quality_curve.png",
+    write_results(out, name, data, "\n".join(md))
+    plot(curve, [p for p in rank_points if not p["reused_from_curve"]], out / f"{name}.png",
          f"{model}: valid / protocol_correct on {len(examples)} held-out examples")
     return 0
 
