@@ -71,36 +71,18 @@ def other_processes_cores(since: tuple[float, float, float] | None = _STARTED) -
     return round(max(0.0, machine - own) / wall, 2)
 
 
-# The CPU features that decide how fast a CPU trains and serves: bf16 matmuls (AVX512-BF16, AMX) make
-# Unsloth's CPU path train in bf16, 3-5x faster per step than fp32 on AVX2 alone (2.5 s vs 6.8-12.5 s).
-SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-
-
-def cpu_description(cpuinfo: str | None = None) -> str | None:
-    """The CPU's model name and its :data:`SPEED_FLAGS`, from ``/proc/cpuinfo`` (None where there is none)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    present = [flag for flag in SPEED_FLAGS if flag in flags]
-    return f"{fields.get('model name', 'unknown CPU')} ({', '.join(present) or 'none of ' + ', '.join(SPEED_FLAGS)})"
-
-
 def header(module: str) -> dict:
     """Machine, package versions, date and command: the first keys of every results file."""
     from slipcore_nb.environment import package_versions
     from slipcore_nb.models import detect_hardware
 
+    hardware = detect_hardware()
     return {
         "benchmark": module.rsplit(".", 1)[-1],
         "command": command(module),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": detect_hardware().describe(),
-        "cpu": cpu_description(),
+        "machine": hardware.describe(),
+        "cpu": hardware.cpu,
         "cpu_count": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "packages": package_versions(),
@@ -143,7 +125,6 @@ def footer(data: dict) -> str:
     if others is not None and others > 0.25:
         warning = (f"\n**Warning**: other processes kept {others:.1f} of {data.get('cpu_count')} cores busy "
                    "during this run: its timings are inflated; rerun on an idle machine.\n")
-    cpu = f" ({data['cpu']})" if data.get("cpu") else ""
-    return (f"{warning}\n_{data['machine']}{cpu}; torch {data['packages'].get('torch')}, unsloth {data['packages'].get('unsloth')}, "
+    return (f"{warning}\n_{data['machine']}; torch {data['packages'].get('torch')}, unsloth {data['packages'].get('unsloth')}, "
             f"transformers {data['packages'].get('transformers')}; {data['date'][:10]}; "
             f"`{data['command']}`_\n")

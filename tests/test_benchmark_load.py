@@ -34,10 +34,17 @@ def test_footer_warns_only_when_others_competed():
 
 
 def test_cpu_description_names_the_model_and_the_flags_that_set_training_speed():
+    from slipcore_nb.models import Hardware, cpu_description, cpu_has_bf16
+
     amx = "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
     zen = "model name\t: AMD EPYC 7551 32-Core Processor\nflags\t\t: fpu sse2 avx2\n"
-    assert common.cpu_description(amx) == "Intel(R) Xeon(R) Processor (avx2, avx512f, avx512_bf16, amx_bf16)"
-    assert common.cpu_description(zen) == "AMD EPYC 7551 32-Core Processor (avx2)"
-    assert "none of" in common.cpu_description("model name : Some CPU\nflags : fpu\n")
-    data = {"machine": "m", "cpu": "X (avx2)", "packages": {}, "date": "2026-01-01", "command": "c"}
-    assert "_m (X (avx2)); torch" in common.footer(data)
+    assert cpu_description(amx) == "Intel(R) Xeon(R) Processor (avx2, avx512f, avx512_bf16, amx_bf16)"
+    assert cpu_description(zen) == "AMD EPYC 7551 32-Core Processor (avx2)"
+    assert "none of" in cpu_description("model name : Some CPU\nflags : fpu\n")
+    assert cpu_description("") is None
+    assert cpu_has_bf16(amx) and not cpu_has_bf16(zen) and not cpu_has_bf16("")
+    xeon = Hardware(cuda=False, gpu=None, cpu_cores=2, cpu_capability="AVX512", cpu=cpu_description(amx))
+    assert xeon.describe() == ("no CUDA GPU; CPU with 2 cores (AVX512): "
+                               "Intel(R) Xeon(R) Processor (avx2, avx512f, avx512_bf16, amx_bf16)")
+    data = {"machine": xeon.describe(), "cpu": xeon.cpu, "packages": {}, "date": "2026-01-01", "command": "c"}
+    assert f"_{xeon.describe()}; torch" in common.footer(data)

@@ -35,6 +35,18 @@ def test_cuda_picks_the_guide_default_and_cpu_picks_smollm2():
     assert isinstance(models.detect_hardware().describe(), str)
 
 
+def test_a_cpu_with_bf16_matmuls_gets_more_default_steps_and_nothing_else_does():
+    from dataclasses import replace
+
+    bf16_cpu = replace(CPU, cpu_bf16=True)
+    smollm2 = models.get_spec(DEFAULT_CPU_MODEL)
+    assert smollm2.bf16_cpu_max_steps > smollm2.max_steps
+    assert smollm2.for_hardware(bf16_cpu).max_steps == smollm2.bf16_cpu_max_steps
+    assert smollm2.for_hardware(bf16_cpu).learning_rate == smollm2.learning_rate
+    assert smollm2.for_hardware(CPU) == smollm2 and smollm2.for_hardware(replace(GPU, cpu_bf16=True)) == smollm2
+    assert models.get_spec("tiny").for_hardware(bf16_cpu) == models.get_spec("tiny")
+
+
 @pytest.mark.parametrize("name", ["tiny", DEFAULT_GPU_MODEL])  # smollm2 would be built from its GGUF
 @pytest.mark.parametrize("hardware", [CPU, GPU])
 def test_notebook_01_loads_with_the_library_settings(name, hardware):
