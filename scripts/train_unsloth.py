@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Finetune a model to speak nSLIP from the command line: the notebooks' pipeline, same library calls.
 
-    python scripts/train_unsloth.py --model smollm2-135m --max-steps 120 --lora-rank 16 --learning-rate 1e-3
+    python scripts/train_unsloth.py --model smollm2-135m --max-steps 120 --lora-rank 16 --learning-rate 2e-3
 
 Loads the model (Unsloth, or transformers + peft as fallback), scores the eval split, trains with
 LoRA (resuming from the last checkpoint of a run with the same settings and data), scores again, and writes what
