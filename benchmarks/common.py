@@ -76,13 +76,11 @@ def header(module: str) -> dict:
     from slipcore_nb.environment import package_versions
     from slipcore_nb.models import detect_hardware
 
-    hardware = detect_hardware()
     return {
         "benchmark": module.rsplit(".", 1)[-1],
         "command": command(module),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": hardware.describe(),
-        "cpu": hardware.cpu,
+        "machine": detect_hardware().describe(),  # names the CPU model and its bf16/AMX flags
         "cpu_count": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "packages": package_versions(),

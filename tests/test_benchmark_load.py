@@ -46,5 +46,5 @@ def test_cpu_description_names_the_model_and_the_flags_that_set_training_speed()
     xeon = Hardware(cuda=False, gpu=None, cpu_cores=2, cpu_capability="AVX512", cpu=cpu_description(amx))
     assert xeon.describe() == ("no CUDA GPU; CPU with 2 cores (AVX512): "
                                "Intel(R) Xeon(R) Processor (avx2, avx512f, avx512_bf16, amx_bf16)")
-    data = {"machine": xeon.describe(), "cpu": xeon.cpu, "packages": {}, "date": "2026-01-01", "command": "c"}
+    data = {"machine": xeon.describe(), "packages": {}, "date": "2026-01-01", "command": "c"}
     assert f"_{xeon.describe()}; torch" in common.footer(data)
