@@ -35,8 +35,9 @@ GGUF_KINDS = ("f16", "q8_0", "q4_k_m")
 # ---------------------------------------------------------------------------- (a) training throughput
 
 
-def one_backend(backend: str, model: str, warmup: int, timed: int, out: Path) -> None:
-    """Child process: train ``warmup + timed`` steps on one backend; per-step seconds and non-pad tokens."""
+def one_backend(backend: str, attention: str, model: str, warmup: int, timed: int, out: Path) -> None:
+    """Child process: train ``warmup + timed`` steps on one backend and attention kernel; per-step seconds and
+    non-pad tokens."""
     import torch
     from transformers import TrainerCallback
 
@@ -71,14 +72,14 @@ def one_backend(backend: str, model: str, warmup: int, timed: int, out: Path) ->
                 step_seconds.append(time.perf_counter() - self.t)
 
         trainer.add_callback(Clock())
-        result = training.train(trainer, training.start_run(config, examples, fresh=True))
+        result = training.train(trainer, training.start_run(config, examples, fresh=True), attention=attention)
     if backend == "transformers":
         assert "unsloth" not in sys.modules, "the plain path must run without unsloth imported"
     timed_seconds = sum(step_seconds[warmup:])
     timed_tokens = sum(tokens[warmup:steps])
     param = next(p for p in loaded.model.parameters() if p.requires_grad)
     out.write_text(json.dumps({
-        "backend": loaded.backend, "note": loaded.note, "model": loaded.spec.name,
+        "backend": loaded.backend, "attention": attention, "note": loaded.note, "model": loaded.spec.name,
         "weights_dtype": str(next(loaded.model.parameters()).dtype), "lora_dtype": str(param.dtype),
         "sft_bf16": bool(trainer.args.bf16), "torch_threads": torch.get_num_threads(),
         "batch_size": config.batch_size, "warmup_steps": warmup, "timed_steps": timed,
@@ -90,25 +91,39 @@ def one_backend(backend: str, model: str, warmup: int, timed: int, out: Path) ->
     }, indent=2))
 
 
+LEGS = tuple((backend, attention) for backend in ("unsloth", "transformers") for attention in ("math", "default"))
+
+
+def leg_name(backend: str, attention: str) -> str:
+    """``unsloth`` is the library's path (math attention on a CPU); ``unsloth, default attention`` PyTorch's pick."""
+    return backend if attention == "math" else f"{backend}, default attention"
+
+
 def training_speed(model: str, warmup: int, timed: int, log) -> dict:
     runs = {}
-    for backend in ("unsloth", "transformers"):
-        log(f"(a) training: {backend} backend, {model}, {warmup} warm-up + {timed} timed steps (own process)")
+    for backend, attention in LEGS:
+        name = leg_name(backend, attention)
+        log(f"(a) training: {name}, {model}, {warmup} warm-up + {timed} timed steps (own process)")
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
             out = Path(handle.name)
         env = {**os.environ, "SLIPCORE_BACKEND": backend}
-        cmd = [sys.executable, "-m", MODULE, "--one-backend", backend, "--model", model,
+        cmd = [sys.executable, "-m", MODULE, "--one-backend", backend, "--attention", attention, "--model", model,
                "--warmup", str(warmup), "--timed", str(timed), "--child-out", str(out)]
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"{backend} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        runs[backend] = json.loads(out.read_text())
+            raise RuntimeError(f"{name} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        runs[name] = json.loads(out.read_text())
         out.unlink()
-        log(f"    {runs[backend]['tokens_per_second']} tokens/s, {runs[backend]['seconds_per_step']} s/step")
-    same_batches = runs["unsloth"]["tokens_per_step"] == runs["transformers"]["tokens_per_step"]
+        log(f"    {runs[name]['tokens_per_second']} tokens/s, {runs[name]['seconds_per_step']} s/step")
+    same_batches = len({tuple(run["tokens_per_step"]) for run in runs.values()}) == 1
+
+    def ratio(a: str, b: str) -> float:
+        return round(runs[a]["tokens_per_second"] / runs[b]["tokens_per_second"], 2)
+
     return {"model": model, "runs": runs, "same_batches": same_batches,
-            "unsloth_over_transformers": round(runs["unsloth"]["tokens_per_second"]
-                                               / runs["transformers"]["tokens_per_second"], 2)}
+            "unsloth_over_transformers": ratio("unsloth", "transformers"),
+            "math_over_default_attention": {backend: ratio(backend, leg_name(backend, "default"))
+                                            for backend in ("unsloth", "transformers")}}
 
 
 # ---------------------------------------------------------------------------- (b) generation
@@ -263,13 +278,17 @@ def markdown(data: dict) -> str:
     if "training" in data:
         t = data["training"]
         u, p = t["runs"]["unsloth"], t["runs"]["transformers"]
+        math = t["math_over_default_attention"]
         md += [f"**Training throughput** ({t['model']}, LoRA r16, batch {u['batch_size']}, {u['timed_steps']} timed "
                f"steps after {u['warmup_steps']} warm-up, same batches: {'yes' if t['same_batches'] else 'NO'}): "
-               f"Unsloth's path is **{t['unsloth_over_transformers']}x** plain transformers + peft.", "",
-               md_table([{"backend": r["backend"], "weights": r["weights_dtype"].replace("torch.", ""),
+               f"Unsloth's path is **{t['unsloth_over_transformers']}x** plain transformers + peft; the math "
+               f"attention kernel (`training.attention_kernel`) is {math['unsloth']}x PyTorch's default on Unsloth's "
+               f"path and {math['transformers']}x on plain transformers.", "",
+               md_table([{"run": name, "weights": r["weights_dtype"].replace("torch.", ""),
                           "SFTConfig bf16": "yes" if r["sft_bf16"] else "no",
                           "s/step": r["seconds_per_step"], "non-pad tokens/s": r["tokens_per_second"],
-                          "ratio": round(r["tokens_per_second"] / p["tokens_per_second"], 2)} for r in (u, p)]), ""]
+                          "ratio": round(r["tokens_per_second"] / p["tokens_per_second"], 2)}
+                         for name, r in t["runs"].items()]), ""]
     if "generation" in data:
         g = data["generation"]
         md += [f"**Generation** ({g['prompts']} held-out prompts, greedy, up to {g['max_new_tokens']} new tokens; "
@@ -317,13 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, help="eval prompts for (b) (default 50)")
     parser.add_argument("--notebooks", help="notebook name prefixes for (c), comma-separated (default all; 01,02 with --quick)")
     parser.add_argument("--one-backend", choices=("unsloth", "transformers"), help=argparse.SUPPRESS)
+    parser.add_argument("--attention", choices=("math", "default"), default="math", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     model = args.model or ("tiny" if args.quick else "smollm2-135m")
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     timed = args.timed or (2 if args.quick else 6)
     if args.one_backend:
-        one_backend(args.one_backend, model, warmup, timed, args.child_out)
+        one_backend(args.one_backend, args.attention, model, warmup, timed, args.child_out)
         return 0
     parts = [p for p in (args.only.split(",") if args.only else PARTS) if p]
     unknown = set(parts) - set(PARTS)

@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class TrainConfig:
     logging_steps: int = 1
     seed: int = 3407
     max_length: int = 512
+    loraplus_lr_ratio: float | None = None  # LoRA+: the B matrices learn this many times faster (None: off)
 
     @classmethod
     def from_spec(
@@ -66,6 +68,7 @@ class TrainConfig:
             output_dir=root / re.sub(r"[^A-Za-z0-9.-]+", "_", spec.name),
             warmup_steps=min(5, max_steps // 10),
             max_length=spec.max_seq_length,
+            loraplus_lr_ratio=spec.loraplus_lr_ratio,
         )
         return replace(config, **overrides)
 
@@ -143,6 +146,19 @@ def sft_trainer_class(backend: str, hardware: Hardware):
     return CPUSFTTrainer
 
 
+def optimizers(model, config: TrainConfig) -> tuple:
+    """``SFTTrainer``'s ``optimizers``: (None, None) lets the trainer build AdamW from its config;
+    with LoRA+ (arXiv 2402.12354) peft builds it with each ``lora_B`` at ``loraplus_lr_ratio`` times
+    the learning rate (Unsloth's own LoRA+ switch is GPU-only). The trainer still makes the schedule."""
+    if config.loraplus_lr_ratio is None:
+        return None, None
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=config.learning_rate,
+                                     loraplus_lr_ratio=config.loraplus_lr_ratio), None
+
+
 def make_trainer(loaded: LoadedModel, examples: list[dict], config: TrainConfig, callbacks: tuple = ()):
     """A TRL SFT trainer over ``examples`` with completion-only loss."""
     import trl
@@ -154,6 +170,7 @@ def make_trainer(loaded: LoadedModel, examples: list[dict], config: TrainConfig,
         train_dataset=prompt_completion_dataset(examples, loaded.tokenizer.eos_token),
         processing_class=loaded.tokenizer,
         callbacks=list(callbacks),
+        optimizers=optimizers(loaded.model, config),
     )
 
 
@@ -215,7 +232,7 @@ def run_metrics(model_name: str, backend: str, config: TrainConfig, result: Trai
     """
     return {
         "model": model_name, "backend": backend, "max_steps": config.max_steps, "rank": config.lora_rank,
-        "lr": config.learning_rate, "steps": result.steps, "minutes": round(result.seconds / 60, 2),
+        "lr": config.learning_rate, "loraplus_lr_ratio": config.loraplus_lr_ratio, "steps": result.steps, "minutes": round(result.seconds / 60, 2),
         "eval_split": eval_split, "eval_examples": len(after.rows) if after else 0,
         "loss_history": result.loss_history,
         "before": before.summary() if before else None, "after": after.summary() if after else None,
@@ -276,8 +293,31 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
 
 
-def train(trainer, start: RunStart) -> TrainResult:
-    """``trainer.train`` from ``start`` (see :func:`start_run`), timed, with the loss history.
+ATTENTION_KERNELS = ("math", "default")
+
+
+@contextmanager
+def attention_kernel(model, kernel: str = "math"):
+    """Where ``model`` is on a CPU, train with PyTorch's plain (math) attention kernel rather than its flash kernel.
+
+    At our ~200-token rows the CPU flash kernel's backward pass took a fifth of each step (profiled on
+    a 2-core AMX Xeon); the math kernel computes the same attention as a few small matmuls. A GPU
+    keeps PyTorch's own choice, as does ``kernel="default"`` (``benchmarks/speed.py`` times both).
+    """
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"attention kernel must be one of {ATTENTION_KERNELS}, got {kernel!r}")
+    if kernel == "default" or next(model.parameters()).device.type != "cpu":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
+def train(trainer, start: RunStart, attention: str = "math") -> TrainResult:
+    """``trainer.train`` from ``start`` (see :func:`start_run`), timed, with the loss history,
+    under :func:`attention_kernel` ``attention``.
 
     A KeyboardInterrupt (the notebook's stop button) ends the run early and returns what was
     learned so far; the same settings then continue from the last checkpoint.
@@ -285,7 +325,8 @@ def train(trainer, start: RunStart) -> TrainResult:
     began = time.perf_counter()
     interrupted = False
     try:
-        trainer.train(resume_from_checkpoint=start.checkpoint)
+        with attention_kernel(trainer.model, attention):
+            trainer.train(resume_from_checkpoint=start.checkpoint)
     except KeyboardInterrupt:
         interrupted = True
         print(f"Interrupted at step {trainer.state.global_step}; run again to continue from "

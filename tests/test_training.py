@@ -1,5 +1,6 @@
 """Training on the real tiny model: exact TRL arguments, label masking, loss goes down, resume."""
 
+import ast
 import dataclasses
 import json
 import os
@@ -110,6 +111,36 @@ def test_short_training_lowers_the_loss_through_unsloth(tmp_path):
     result = training.train(training.make_trainer(loaded, EXAMPLES, cfg), training.start_run(cfg, EXAMPLES))
     assert result.steps == 30 and not result.interrupted
     _assert_learns([loss for _, loss in result.loss_history])
+
+
+def test_loraplus_trains_the_b_matrices_at_its_ratio_of_the_learning_rate(loaded, tmp_path):
+    cfg = config(tmp_path, max_steps=1, loraplus_lr_ratio=4.0)
+    optimizer, scheduler = training.optimizers(loaded.model, cfg)
+    assert scheduler is None  # the trainer makes the linear schedule from its config
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    names = {name: rate[id(p)] for name, p in loaded.model.named_parameters() if p.requires_grad}
+    assert {lr for name, lr in names.items() if ".lora_B." in name} == {4.0 * cfg.learning_rate}
+    assert {lr for name, lr in names.items() if ".lora_A." in name} == {cfg.learning_rate}
+    assert training.optimizers(loaded.model, config(tmp_path)) == (None, None)
+    trainer = training.make_trainer(loaded, EXAMPLES[:8], cfg)
+    assert {group["lr"] for group in trainer.optimizer.param_groups if group["params"]} == {
+        cfg.learning_rate, 4.0 * cfg.learning_rate}  # the trainer took the LoRA+ optimizer, not its own AdamW
+
+
+def test_notebook_03_builds_its_trainer_with_the_library_optimizers():
+    call = notebook_call("03_train.ipynb", "SFTTrainer")
+    keyword = next(k for k in call.keywords if k.arg == "optimizers")
+    assert ast.unparse(keyword.value) == "training.optimizers(loaded.model, config)"
+
+
+def test_cpu_training_uses_the_math_attention_kernel_and_restores_the_choice(loaded):
+    """Inside the context PyTorch may not pick its flash kernel (slow backward on a CPU); outside it may again."""
+    import torch
+
+    assert torch.backends.cuda.flash_sdp_enabled()
+    with training.attention_kernel(loaded.model):
+        assert not torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled()
 
 
 TRANSFORMERS_ONLY = """
