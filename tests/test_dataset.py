@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from slipcore_nb.conversations import (
-    CRITIC_RULE, DEFAULT_IDS, GUIDE_GOAL, MOVES, ROLES, all_goal_texts, grammar_table,
+    CRITIC_RULE, DEFAULT_IDS, GUIDE_ANSWER, GUIDE_GOAL, GUIDE_PROMPT, MOVES, ROLES, all_goal_texts, grammar_table,
 )
 from slipcore_nb.dataset import (
     DATA_DIR, SPLITS, DatasetError, build_splits, held_out_goals, load_or_build, load_split, read_jsonl, write_jsonl,
@@ -54,6 +54,22 @@ def test_a_new_training_phrasing_leaves_the_unseen_split_as_it_was(monkeypatch):
     after = build_splits(100, 8)
     assert after["eval_unseen"] == before["eval_unseen"] and after["eval_served"] == before["eval_served"]
     assert after["train"] != before["train"]
+
+
+def test_rare_situations_are_worded_more_often_in_train_only(monkeypatch, committed):
+    """Extra wordings raise the share of rare moves in train; the held-out splits keep the conversations' mix."""
+    from slipcore_nb import dataset
+
+    natural = collections.Counter(decode(ex["target"]).slots[Slot.TAG] for ex in committed["eval_unseen"])
+    trained = collections.Counter(decode(ex["target"]).slots[Slot.TAG] for ex in committed["train"])
+    for tag in ("busy", "accepted", "committed", "declined", "need_info"):
+        share_train = trained[tag] / len(committed["train"])
+        assert share_train >= 0.03 and share_train > 1.5 * natural[tag] / len(committed["eval_unseen"]), tag
+    before = build_splits(100, 8)
+    monkeypatch.setattr(dataset, "EXTRA_WORDINGS", {})
+    plain = build_splits(100, 8)
+    assert {n: before[n] for n in SPLITS if n != "train"} == {n: plain[n] for n in SPLITS if n != "train"}
+    assert len(before["train"]) > len(plain["train"])
 
 
 def test_sizes_roles_acts_and_frames(committed):
@@ -113,8 +129,9 @@ def test_served_form_says_the_same_exchanges_in_fewer_words(committed):
     assert all(SERVED.fullmatch(ex["input"]) for ex in served)
     assert not goal_texts(served)  # goals travel as ids
     assert sum(len(ex["input"]) for ex in served) < 0.5 * sum(len(ex["input"]) for ex in unseen)
+    # A fifth of the conversations' exchanges; the extra wordings of rare situations are all long form.
     share = sum(bool(SERVED.fullmatch(ex["input"])) for ex in committed["train"]) / len(committed["train"])
-    assert 0.15 < share < 0.25
+    assert 0.12 < share < 0.2
     for ex in served:  # the facts a long wording states are in the short form too
         incoming = extract(ex["input"])
         target = decode(ex["target"])
@@ -126,7 +143,9 @@ def test_served_form_says_the_same_exchanges_in_fewer_words(committed):
 
 
 def test_the_guides_prompt_is_not_trained_on_but_its_style_is(committed):
-    guide = "You are a planner agent. Goal[1]: Add rate limiting. Respond with nSLIP."
+    guide = GUIDE_PROMPT
+    assert guide == "You are a planner agent. Goal[1]: Add rate limiting. Respond with nSLIP."  # word for word
+    assert decode(GUIDE_ANSWER).act == Act.PROPOSE and decode(GUIDE_ANSWER).frame == Frame.PLAN
     assert GUIDE_GOAL not in all_goal_texts()
     assert not any(ex["input"] == guide for ex in committed["train"])
     styled = [ex for ex in committed["train"] if ex["role"] == "planner" and extract(ex["input"]) is None]
