@@ -77,18 +77,22 @@ def point(step: int, report, train_seconds: float, eval_seconds: float, **extra)
         "per_move": report.by_move(),
         "train_minutes": round(train_seconds / 60, 2), "eval_seconds": round(eval_seconds, 1),
         "examples": len(report.rows),
+        # The wrong answers themselves: which field a change fixes or breaks is read off these.
+        "wrong": [{key: row[key] for key in ("role", "answer", "target")}
+                  for row in report.rows if not row["protocol_correct"]],
     }
 
 
 def run(model: str, examples: list[dict], train: list[dict], max_steps: int, rank: int, eval_steps: list[int],
-        out_root, lr: float | None, batch_size: int | None, log) -> tuple[list[dict], object, dict]:
-    """Load, train ``max_steps`` with evaluations at ``eval_steps`` (0 = before training), return the points."""
+        out_root, lr: float | None, overrides: dict, log) -> tuple[list[dict], object, dict]:
+    """Load, train ``max_steps`` with evaluations at ``eval_steps`` (0 = before training), return the points.
+
+    ``overrides`` replaces :class:`~slipcore_nb.training.TrainConfig` fields (batch size, LoRA+ ratio)."""
     from slipcore_nb import models, training
 
     loaded = models.load_model(model, lora_rank=rank)
-    batch = {"batch_size": batch_size} if batch_size else {}
     config = training.TrainConfig.from_spec(loaded.spec, max_steps=max_steps, lora_rank=rank, learning_rate=lr,
-                                            output_dir=out_root, **batch)
+                                            output_dir=out_root, **overrides)
     points: list[dict] = []
 
     def on_point(step, report, train_seconds, eval_seconds):
@@ -108,6 +112,7 @@ def run(model: str, examples: list[dict], train: list[dict], max_steps: int, ran
                 "max_steps": config.max_steps, "rank": config.lora_rank, "lora_alpha": loaded.lora["lora_alpha"],
                 "learning_rate": config.learning_rate, "batch_size": config.batch_size,
                 "grad_accum": config.grad_accum, "warmup_steps": config.warmup_steps, "seed": config.seed,
+                "loraplus_lr_ratio": config.loraplus_lr_ratio,
                 "scheduler": "linear", "train_seconds_total": round(result.seconds - evaluator.eval_seconds, 1),
                 "loss_history": result.loss_history}
     return points, loaded, settings
@@ -149,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve-rank", type=int, default=16, help="LoRA rank of the curve (default 16)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the model's registry entry)")
     parser.add_argument("--batch-size", type=int, help="rows per step (default: the model's registry entry)")
+    parser.add_argument("--loraplus-ratio", type=float,
+                        help="LoRA+: train the B matrices at this multiple of the learning rate (default off)")
     parser.add_argument("--eval-limit", type=int, help="evaluate on the first N eval examples (default all 200)")
     parser.add_argument("--data", help="dataset folder to train and evaluate on, e.g. a candidate written by "
                                        "`python -m slipcore_nb.dataset --out DIR` (default: the committed data)")
@@ -161,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ranks = _ints(args.ranks or ("8,16" if quick else "8,16,32"))
     rank_steps = args.rank_steps or (4 if quick else 100)
     eval_limit = args.eval_limit or (8 if quick else None)
+    overrides = {key: value for key, value in (("batch_size", args.batch_size),
+                                               ("loraplus_lr_ratio", args.loraplus_ratio)) if value}
 
     from slipcore_nb import dataset, export
 
@@ -175,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"quality curve: {model}, steps {curve_steps}, rank {args.curve_rank}, {len(examples)} eval examples")
     curve, loaded, curve_settings = run(model, examples, train, max(curve_steps), args.curve_rank, curve_steps,
-                                        work / "checkpoints-curve", args.lr, args.batch_size, log)
+                                        work / "checkpoints-curve", args.lr, overrides, log)
+    guide = guide_answer(loaded)
+    log(f"the guide's prompt -> {guide['answer']} ({'right' if guide['right'] else 'wrong'})")
     adapter = export.save_adapter(loaded.model, loaded.tokenizer, work / "curve-lora")
     del loaded
     gc.collect()
@@ -189,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         log(f"rank {rank}: own run of {rank_steps} steps")
         points, loaded, settings = run(model, examples, train, rank_steps, rank, [rank_steps],
-                                       work / f"checkpoints-rank{rank}", args.lr, args.batch_size, log)
+                                       work / f"checkpoints-rank{rank}", args.lr, overrides, log)
         rank_points.append({**points[-1], "reused_from_curve": False,
                             "train_seconds_total": settings["train_seconds_total"],
                             "trainable_parameters": _trainable(loaded.model)})
@@ -197,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
 
     data.update(model=model, data=str(args.data or dataset.DATA_DIR), eval_examples=len(examples),
-                curve_settings=curve_settings, curve=curve,
+                curve_settings=curve_settings, curve=curve, guide_prompt=guide,
                 ranks=rank_points, rank_steps=rank_steps,
                 rank_note=("each rank is its own run to rank_steps (its linear schedule ends there), so the "
                            "curve's point at the same step count, mid-way through a longer schedule, is not reused"),
@@ -208,18 +219,33 @@ def main(argv: list[str] | None = None) -> int:
     columns = ["steps", *SHOWN, "act_frame", "turn", "conv", "ids", "src_dst", "train_minutes"]
     md = [f"### Quality curve: {model} learning nSLIP", "",
           f"One LoRA run (r{args.curve_rank}, lr {curve_settings['learning_rate']:g}, batch "
-          f"{curve_settings['batch_size']}, {curve_settings['backend']} backend) evaluated on "
+          f"{curve_settings['batch_size']}, "
+          + (f"LoRA+ ratio {curve_settings['loraplus_lr_ratio']:g}, " if curve_settings["loraplus_lr_ratio"] else "")
+          + f"{curve_settings['backend']} backend) evaluated on "
           f"{len(examples)} held-out examples in unseen wording at each step count; rates in %, `train_minutes` is cumulative "
           "training time without evaluation.", "",
           md_table(curve, columns), "",
           f"**LoRA rank at {rank_steps} steps** (each its own {rank_steps}-step run, same lr and batch):", "",
           md_table(rank_points, ["rank", *SHOWN, "train_minutes"]), "",
+          f"The guide's prompt `{guide['prompt']}` after the curve's last step: `{guide['answer']}` "
+          f"({'the one right answer' if guide['right'] else 'wrong'}).", "",
           f"![quality curve]({name}.png)"]
     md.append(footer(data))
     write_results(out, name, data, "\n".join(md))
     plot(curve, [p for p in rank_points if not p["reused_from_curve"]], out / f"{name}.png",
          f"{model}: valid / protocol_correct on {len(examples)} held-out examples")
     return 0
+
+
+def guide_answer(loaded) -> dict:
+    """The curve's final adapter asked the guide's own example prompt (greedy), and whether it is the one right answer."""
+    from slipcore_nb import evaluate
+    from slipcore_nb.conversations import GUIDE_ANSWER, GUIDE_PROMPT
+    from slipcore_nb.prompts import PROMPT
+
+    raw = evaluate.generate(loaded.model, loaded.tokenizer, [PROMPT.prompt(GUIDE_PROMPT)], max_new_tokens=48)
+    answer = evaluate.clean_answer(raw[0], loaded.tokenizer.eos_token)
+    return {"prompt": GUIDE_PROMPT, "answer": answer, "right": answer == GUIDE_ANSWER}
 
 
 def _trainable(model) -> int:

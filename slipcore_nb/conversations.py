@@ -118,6 +118,8 @@ COMPONENTS = ("the payments API", "the user service", "the search index", "the b
 GOAL_TEMPLATES = ("{verb} {feature} in {component}", "{verb} {feature} for {component}",
                   "{verb} the {feature} of {component}")
 GUIDE_GOAL = "Add rate limiting"  # the guide's example goal: its prompt stays out of the training data
+GUIDE_PROMPT = f"You are a planner agent. Goal[1]: {GUIDE_GOAL}. Respond with nSLIP."  # the guide's, word for word
+GUIDE_ANSWER = '@a4|f1|c1|S1|d0|T2|g1|k1|q3|t"plan_v1"#'  # its one right answer (SLIPCore's default ids)
 
 
 def all_goal_texts() -> list[str]:
