@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from slipcore_nb.training import ATTENTION_KERNELS
+
 from .common import REPO, finish, footer, header, md_table, results_dir, work_dir, write_results
 
 MODULE = "benchmarks.speed"
@@ -79,7 +81,8 @@ def one_backend(backend: str, attention: str, model: str, warmup: int, timed: in
     timed_tokens = sum(tokens[warmup:steps])
     param = next(p for p in loaded.model.parameters() if p.requires_grad)
     out.write_text(json.dumps({
-        "backend": loaded.backend, "attention": attention, "note": loaded.note, "model": loaded.spec.name,
+        "backend": loaded.backend, "attention": attention, "auto_picks": training.auto_attention_kernel(loaded.model),
+        "note": loaded.note, "model": loaded.spec.name,
         "weights_dtype": str(next(loaded.model.parameters()).dtype), "lora_dtype": str(param.dtype),
         "sft_bf16": bool(trainer.args.bf16), "torch_threads": torch.get_num_threads(),
         "batch_size": config.batch_size, "warmup_steps": warmup, "timed_steps": timed,
@@ -95,8 +98,9 @@ LEGS = tuple((backend, attention) for backend in ("unsloth", "transformers") for
 
 
 def leg_name(backend: str, attention: str) -> str:
-    """``unsloth`` is the library's path (math attention on a CPU); ``unsloth, default attention`` PyTorch's pick."""
-    return backend if attention == "math" else f"{backend}, default attention"
+    """``unsloth, math attention``: the math kernel forced; ``unsloth, default attention``: PyTorch's pick.
+    The library trains with whichever ``training.auto_attention_kernel`` picks (the JSON's ``auto_picks``)."""
+    return f"{backend}, {attention} attention"
 
 
 def training_speed(model: str, warmup: int, timed: int, log) -> dict:
@@ -120,9 +124,11 @@ def training_speed(model: str, warmup: int, timed: int, log) -> dict:
     def ratio(a: str, b: str) -> float:
         return round(runs[a]["tokens_per_second"] / runs[b]["tokens_per_second"], 2)
 
-    return {"model": model, "runs": runs, "same_batches": same_batches,
-            "unsloth_over_transformers": ratio("unsloth", "transformers"),
-            "math_over_default_attention": {backend: ratio(backend, leg_name(backend, "default"))
+    library = {backend: leg_name(backend, runs[leg_name(backend, "math")]["auto_picks"])
+               for backend in ("unsloth", "transformers")}  # the run each backend trains like in the library
+    return {"model": model, "runs": runs, "same_batches": same_batches, "library_runs": library,
+            "unsloth_over_transformers": ratio(library["unsloth"], library["transformers"]),
+            "math_over_default_attention": {backend: ratio(leg_name(backend, "math"), leg_name(backend, "default"))
                                             for backend in ("unsloth", "transformers")}}
 
 
@@ -277,14 +283,16 @@ def markdown(data: dict) -> str:
     md = ["### Speed", ""]
     if "training" in data:
         t = data["training"]
-        u, p = t["runs"]["unsloth"], t["runs"]["transformers"]
+        u, p = (t["runs"][t["library_runs"][backend]] for backend in ("unsloth", "transformers"))
         math = t["math_over_default_attention"]
         md += [f"**Training throughput** ({t['model']}, LoRA r16, batch {u['batch_size']}, {u['timed_steps']} timed "
                f"steps after {u['warmup_steps']} warm-up, same batches: {'yes' if t['same_batches'] else 'NO'}): "
-               f"Unsloth's path is **{t['unsloth_over_transformers']}x** plain transformers + peft; the math "
-               f"attention kernel (`training.attention_kernel`) is {math['unsloth']}x PyTorch's default on Unsloth's "
-               f"path and {math['transformers']}x on plain transformers.", "",
-               md_table([{"run": name, "weights": r["weights_dtype"].replace("torch.", ""),
+               f"Unsloth's path is **{t['unsloth_over_transformers']}x** plain transformers + peft, each with the "
+               f"attention kernel the library picks for it (`training.auto_attention_kernel`); the math kernel is "
+               f"{math['unsloth']}x PyTorch's default on Unsloth's path and {math['transformers']}x on plain "
+               "transformers.", "",
+               md_table([{"run": name, "library picks": "yes" if name in t["library_runs"].values() else "",
+                          "weights": r["weights_dtype"].replace("torch.", ""),
                           "SFTConfig bf16": "yes" if r["sft_bf16"] else "no",
                           "s/step": r["seconds_per_step"], "non-pad tokens/s": r["tokens_per_second"],
                           "ratio": round(r["tokens_per_second"] / p["tokens_per_second"], 2)}
@@ -336,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, help="eval prompts for (b) (default 50)")
     parser.add_argument("--notebooks", help="notebook name prefixes for (c), comma-separated (default all; 01,02 with --quick)")
     parser.add_argument("--one-backend", choices=("unsloth", "transformers"), help=argparse.SUPPRESS)
-    parser.add_argument("--attention", choices=("math", "default"), default="math", help=argparse.SUPPRESS)
+    parser.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     model = args.model or ("tiny" if args.quick else "smollm2-135m")

@@ -232,7 +232,8 @@ def run_metrics(model_name: str, backend: str, config: TrainConfig, result: Trai
     """
     return {
         "model": model_name, "backend": backend, "max_steps": config.max_steps, "rank": config.lora_rank,
-        "lr": config.learning_rate, "loraplus_lr_ratio": config.loraplus_lr_ratio, "steps": result.steps, "minutes": round(result.seconds / 60, 2),
+        "lr": config.learning_rate, "loraplus_lr_ratio": config.loraplus_lr_ratio, "steps": result.steps,
+        "minutes": round(result.seconds / 60, 2),
         "eval_split": eval_split, "eval_examples": len(after.rows) if after else 0,
         "loss_history": result.loss_history,
         "before": before.summary() if before else None, "after": after.summary() if after else None,
@@ -293,20 +294,32 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
 
 
-ATTENTION_KERNELS = ("math", "default")
+ATTENTION_KERNELS = ("auto", "math", "default")
+
+
+def auto_attention_kernel(model) -> str:
+    """What ``"auto"`` picks: ``"math"`` for a model with bf16 weights on a CPU, else ``"default"``."""
+    import torch
+
+    weights = list(model.parameters())
+    bf16_cpu = weights[0].device.type == "cpu" and any(w.dtype == torch.bfloat16 for w in weights)
+    return "math" if bf16_cpu else "default"
 
 
 @contextmanager
-def attention_kernel(model, kernel: str = "math"):
-    """Where ``model`` is on a CPU, train with PyTorch's plain (math) attention kernel rather than its flash kernel.
+def attention_kernel(model, kernel: str = "auto"):
+    """Train a bf16 model on a CPU with PyTorch's plain (math) attention kernel rather than its flash kernel.
 
-    At our ~200-token rows the CPU flash kernel's backward pass took a fifth of each step (profiled on
-    a 2-core AMX Xeon); the math kernel computes the same attention as a few small matmuls. A GPU
-    keeps PyTorch's own choice, as does ``kernel="default"`` (``benchmarks/speed.py`` times both).
+    At our ~200-token rows the CPU flash kernel's bf16 backward pass took a fifth of each step (profiled
+    on a 2-core AMX Xeon; ``benchmarks/speed.py``: 1.13-1.15x the tokens/s with the math kernel); in fp32
+    the math kernel was no faster (0.93-0.94x), so ``"auto"`` uses it only for bf16 weights on a CPU, and a GPU
+    keeps PyTorch's own choice. ``"math"`` and ``"default"`` force one or the other (the benchmark's legs).
     """
     if kernel not in ATTENTION_KERNELS:
         raise ValueError(f"attention kernel must be one of {ATTENTION_KERNELS}, got {kernel!r}")
-    if kernel == "default" or next(model.parameters()).device.type != "cpu":
+    if kernel == "auto":
+        kernel = auto_attention_kernel(model)
+    if kernel == "default":
         yield
         return
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -315,7 +328,7 @@ def attention_kernel(model, kernel: str = "math"):
         yield
 
 
-def train(trainer, start: RunStart, attention: str = "math") -> TrainResult:
+def train(trainer, start: RunStart, attention: str = "auto") -> TrainResult:
     """``trainer.train`` from ``start`` (see :func:`start_run`), timed, with the loss history,
     under :func:`attention_kernel` ``attention``.
 

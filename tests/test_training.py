@@ -133,14 +133,24 @@ def test_notebook_03_builds_its_trainer_with_the_library_optimizers():
     assert ast.unparse(keyword.value) == "training.optimizers(loaded.model, config)"
 
 
-def test_cpu_training_uses_the_math_attention_kernel_and_restores_the_choice(loaded):
-    """Inside the context PyTorch may not pick its flash kernel (slow backward on a CPU); outside it may again."""
+def test_bf16_cpu_training_uses_the_math_attention_kernel_and_restores_the_choice(loaded):
+    """A bf16 model on a CPU trains with the math kernel (the flash kernel's bf16 backward is slow there);
+    fp32 keeps PyTorch's choice, and leaving the context restores it."""
     import torch
 
+    bf16 = torch.nn.Linear(4, 4).to(torch.bfloat16)
     assert torch.backends.cuda.flash_sdp_enabled()
-    with training.attention_kernel(loaded.model):
+    with training.attention_kernel(bf16):
         assert not torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
     assert torch.backends.cuda.flash_sdp_enabled()
+    assert next(loaded.model.parameters()).dtype == torch.float32  # the tiny model
+    with training.attention_kernel(loaded.model):
+        assert torch.backends.cuda.flash_sdp_enabled()
+    with training.attention_kernel(loaded.model, "math"):
+        assert not torch.backends.cuda.flash_sdp_enabled()
+    with pytest.raises(ValueError, match="attention kernel"):
+        with training.attention_kernel(loaded.model, "flash"):
+            pass
 
 
 TRANSFORMERS_ONLY = """
