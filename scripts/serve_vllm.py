@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from slipcore_nb import artifacts, models
     from slipcore_nb.completions import CompletionsClient
+    from slipcore_nb.conversations import GUIDE_PROMPT
     from slipcore_nb.grammar import write_gbnf
     from slipcore_nb.prompts import PROMPT
     from slipcore_nb.protocol import decode
@@ -56,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     grammar = write_gbnf(artifacts.output_dir() / "nslip.gbnf")
     if args.check:
         with CompletionsClient(args.check, model=args.model, server="vllm") as client:
-            answer = client.complete(PROMPT.prompt("You are a planner agent. Goal[1]: Add rate limiting. "
-                                                   "Respond with nSLIP."), grammar=grammar.read_text())
+            answer = client.complete(PROMPT.prompt(GUIDE_PROMPT), grammar=grammar.read_text())
         print(answer.text, "->", decode(answer.text))
         return 0
     record = artifacts.path("model.json")
