@@ -155,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, help="learning rate (default: the model's registry entry)")
     parser.add_argument("--batch-size", type=int, help="rows per step (default: the model's registry entry)")
     parser.add_argument("--loraplus-ratio", type=float,
-                        help="LoRA+: train the B matrices at this multiple of the learning rate (default off)")
+                        help="LoRA+: train the B matrices at this multiple of the learning rate "
+                             "(default: the model's registry entry)")
+    parser.add_argument("--seed", type=int, help="the trainer's seed, so the order of the batches (default: "
+                                                 "TrainConfig's); another seed measures run-to-run spread")
     parser.add_argument("--eval-limit", type=int, help="evaluate on the first N eval examples (default all 200)")
     parser.add_argument("--data", help="dataset folder to train and evaluate on, e.g. a candidate written by "
                                        "`python -m slipcore_nb.dataset --out DIR` (default: the committed data)")
@@ -170,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_limit = args.eval_limit or (8 if quick else None)
     overrides = {key: value for key, value in (("batch_size", args.batch_size),
                                                ("loraplus_lr_ratio", args.loraplus_ratio)) if value}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
 
     from slipcore_nb import dataset, export
 
