@@ -37,9 +37,10 @@ GGUF_KINDS = ("f16", "q8_0", "q4_k_m")
 # ---------------------------------------------------------------------------- (a) training throughput
 
 
-def one_backend(backend: str, attention: str, model: str, warmup: int, timed: int, out: Path) -> None:
-    """Child process: train ``warmup + timed`` steps on one backend and attention kernel; per-step seconds and
-    non-pad tokens."""
+def one_backend(backend: str, attention: str, skip_input_cast: bool, model: str, warmup: int, timed: int,
+                out: Path) -> None:
+    """Child process: train ``warmup + timed`` steps on one backend, attention kernel and LoRA input cast;
+    per-step seconds and non-pad tokens."""
     import torch
     from transformers import TrainerCallback
 
@@ -74,7 +75,8 @@ def one_backend(backend: str, attention: str, model: str, warmup: int, timed: in
                 step_seconds.append(time.perf_counter() - self.t)
 
         trainer.add_callback(Clock())
-        result = training.train(trainer, training.start_run(config, examples, fresh=True), attention=attention)
+        result = training.train(trainer, training.start_run(config, examples, fresh=True), attention=attention,
+                                skip_input_cast=skip_input_cast)
     if backend == "transformers":
         assert "unsloth" not in sys.modules, "the plain path must run without unsloth imported"
     timed_seconds = sum(step_seconds[warmup:])
@@ -82,6 +84,7 @@ def one_backend(backend: str, attention: str, model: str, warmup: int, timed: in
     param = next(p for p in loaded.model.parameters() if p.requires_grad)
     out.write_text(json.dumps({
         "backend": loaded.backend, "attention": attention, "auto_picks": training.auto_attention_kernel(loaded.model),
+        "skip_lora_input_cast": skip_input_cast,
         "note": loaded.note, "model": loaded.spec.name,
         "weights_dtype": str(next(loaded.model.parameters()).dtype), "lora_dtype": str(param.dtype),
         "sft_bf16": bool(trainer.args.bf16), "torch_threads": torch.get_num_threads(),
@@ -94,25 +97,29 @@ def one_backend(backend: str, attention: str, model: str, warmup: int, timed: in
     }, indent=2))
 
 
-LEGS = tuple((backend, attention) for backend in ("unsloth", "transformers") for attention in ("math", "default"))
+# (backend, attention kernel, skip the LoRA input cast as training.train does); the last leg keeps peft's cast.
+LEGS = tuple((backend, attention, True) for backend in ("unsloth", "transformers") for attention in ("math", "default")
+             ) + (("unsloth", "math", False),)
 
 
-def leg_name(backend: str, attention: str) -> str:
+def leg_name(backend: str, attention: str, skip_input_cast: bool = True) -> str:
     """``unsloth, math attention``: the math kernel forced; ``unsloth, default attention``: PyTorch's pick.
-    The library trains with whichever ``training.auto_attention_kernel`` picks (the JSON's ``auto_picks``)."""
-    return f"{backend}, {attention} attention"
+    The library trains with whichever ``training.auto_attention_kernel`` picks (the JSON's ``auto_picks``),
+    skipping the LoRA input cast (``training.skip_lora_input_cast``) where that applies."""
+    return f"{backend}, {attention} attention" + ("" if skip_input_cast else ", peft's LoRA input cast kept")
 
 
 def training_speed(model: str, warmup: int, timed: int, log) -> dict:
     runs = {}
-    for backend, attention in LEGS:
-        name = leg_name(backend, attention)
+    for backend, attention, skip_input_cast in LEGS:
+        name = leg_name(backend, attention, skip_input_cast)
         log(f"(a) training: {name}, {model}, {warmup} warm-up + {timed} timed steps (own process)")
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
             out = Path(handle.name)
         env = {**os.environ, "SLIPCORE_BACKEND": backend}
         cmd = [sys.executable, "-m", MODULE, "--one-backend", backend, "--attention", attention, "--model", model,
                "--warmup", str(warmup), "--timed", str(timed), "--child-out", str(out)]
+        cmd += [] if skip_input_cast else ["--keep-lora-input-cast"]
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{name} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
@@ -129,7 +136,8 @@ def training_speed(model: str, warmup: int, timed: int, log) -> dict:
     return {"model": model, "runs": runs, "same_batches": same_batches, "library_runs": library,
             "unsloth_over_transformers": ratio(library["unsloth"], library["transformers"]),
             "math_over_default_attention": {backend: ratio(leg_name(backend, "math"), leg_name(backend, "default"))
-                                            for backend in ("unsloth", "transformers")}}
+                                            for backend in ("unsloth", "transformers")},
+            "skipped_over_kept_lora_input_cast": ratio(leg_name("unsloth", "math"), leg_name("unsloth", "math", False))}
 
 
 # ---------------------------------------------------------------------------- (b) generation
@@ -290,7 +298,8 @@ def markdown(data: dict) -> str:
                f"Unsloth's path is **{t['unsloth_over_transformers']}x** plain transformers + peft, each with the "
                f"attention kernel the library picks for it (`training.auto_attention_kernel`); the math kernel is "
                f"{math['unsloth']}x PyTorch's default on Unsloth's path and {math['transformers']}x on plain "
-               "transformers.", "",
+               "transformers; skipping peft's LoRA input cast (`training.skip_lora_input_cast`) is "
+               f"{t['skipped_over_kept_lora_input_cast']}x keeping it on Unsloth's path with the math kernel.", "",
                md_table([{"run": name, "library picks": "yes" if name in t["library_runs"].values() else "",
                           "weights": r["weights_dtype"].replace("torch.", ""),
                           "SFTConfig bf16": "yes" if r["sft_bf16"] else "no",
@@ -345,13 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebooks", help="notebook name prefixes for (c), comma-separated (default all; 01,02 with --quick)")
     parser.add_argument("--one-backend", choices=("unsloth", "transformers"), help=argparse.SUPPRESS)
     parser.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-lora-input-cast", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     model = args.model or ("tiny" if args.quick else "smollm2-135m")
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     timed = args.timed or (2 if args.quick else 6)
     if args.one_backend:
-        one_backend(args.one_backend, args.attention, model, warmup, timed, args.child_out)
+        one_backend(args.one_backend, args.attention, not args.keep_lora_input_cast, model, warmup, timed,
+                    args.child_out)
         return 0
     parts = [p for p in (args.only.split(",") if args.only else PARTS) if p]
     unknown = set(parts) - set(PARTS)

@@ -153,6 +153,36 @@ def test_bf16_cpu_training_uses_the_math_attention_kernel_and_restores_the_choic
             pass
 
 
+def test_bf16_cpu_training_skips_the_lora_input_round_trip_and_computes_the_same(loaded):
+    """Under bf16 autocast peft's cast of each LoRA input to fp32 is undone by autocast at once: skipping it
+    removes copies and changes no output. Without autocast (an evaluation inside a training callback) the
+    cast stays, and an fp32 model gets no hooks at all."""
+    import peft
+    import torch
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(64, 64)).to(torch.bfloat16)
+    model = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["0"], init_lora_weights=False))
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
+    x = torch.randn(32, 64, dtype=torch.bfloat16)
+
+    def forward_counting_copies():
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.profiler.profile() as prof:
+            out = model(x)
+        return out, sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+
+    cast_out, cast_copies = forward_counting_copies()
+    plain = model(x)  # no autocast: peft's cast is what makes the fp32 adapter take a bf16 input
+    with training.skip_lora_input_cast(model):
+        skip_out, skip_copies = forward_counting_copies()
+        assert torch.equal(model(x), plain)
+    assert torch.equal(cast_out, skip_out) and skip_copies < cast_copies
+    assert forward_counting_copies()[1] == cast_copies  # leaving the context restores peft's cast
+    hooks = sum(len(m._forward_pre_hooks) for m in loaded.model.modules())
+    with training.skip_lora_input_cast(loaded.model):  # the tiny model is fp32
+        assert sum(len(m._forward_pre_hooks) for m in loaded.model.modules()) == hooks
+
+
 TRANSFORMERS_ONLY = """
 import sys
 from slipcore_nb import models, training
