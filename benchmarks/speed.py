@@ -98,8 +98,8 @@ def one_backend(backend: str, attention: str, skip_input_cast: bool, model: str,
 
 
 # (backend, attention kernel, skip the LoRA input cast as training.train does); the last leg keeps peft's cast.
-LEGS = tuple((backend, attention, True) for backend in ("unsloth", "transformers") for attention in ("math", "default")
-             ) + (("unsloth", "math", False),)
+LEGS = tuple((backend, attention, True) for backend in ("unsloth", "transformers") for attention in ("math", "default"))
+LEGS += (("unsloth", "math", False),)
 
 
 def leg_name(backend: str, attention: str, skip_input_cast: bool = True) -> str:

@@ -338,8 +338,8 @@ def skip_lora_input_cast(model):
 
     peft casts every adapter's input to the adapter's fp32 weights, and autocast casts it straight back to
     bf16 for the matmul: two activation-sized copies per adapter and pass that change nothing. Skipping them
-    gave bit-identical losses and 0.90x the step time for SmolLM2 on a 2-core AMX Xeon (16 steps: 31.3-31.7 s
-    against 34.6-34.9 s). Each adapter decides per call (a forward pre-hook), so code that runs inside
+    trained SmolLM2 at 1.10x the tokens/s on a 2-core AMX Xeon (``benchmarks/speed.py``) to the same 300
+    losses, bit for bit. Each adapter decides per call (a forward pre-hook), so code that runs inside
     ``trainer.train`` without autocast (an evaluation in a callback) keeps peft's cast; fp32 models have
     nothing to skip, and a GPU keeps peft's (and Unsloth's) own path.
     """
