@@ -100,6 +100,21 @@ def test_every_notebook_name_is_a_notebook_file():
     assert {p.stem for p in (REPO / "notebooks").glob("*.ipynb")} >= set(colab.NOTEBOOKS)
 
 
+def test_every_notebook_is_valid_nbformat_with_an_id_on_every_cell():
+    """Jupyter and Colab fill in a missing cell id themselves and nbformat warns about it on every run."""
+    import warnings
+
+    import nbformat
+
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            notebook = nbformat.read(path, as_version=4)
+            nbformat.validate(notebook)
+        ids = [cell.get("id") for cell in notebook.cells]
+        assert None not in ids and len(set(ids)) == len(ids), path.name
+
+
 def test_the_first_cell_is_written_once_and_every_notebook_has_it(tmp_path):
     for name in colab.NOTEBOOKS:
         notebook = json.loads((colab.REPO / "notebooks" / f"{name}.ipynb").read_text())
