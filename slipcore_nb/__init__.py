@@ -2,8 +2,10 @@
 
 import logging
 
-# Two warnings that every import of Unsloth on a CPU logs and nobody can act on: torchao's CUDA-only
+# Warnings that every import of Unsloth on a CPU logs and nobody can act on: torchao's CUDA-only
 # kernels (.so files) fail to load without a GPU, and torchao registers enums in a way torch 2.13
-# deprecates. Raised to ERROR at their own loggers, so real errors from both still show.
-for _name in ("torchao", "torch.utils._pytree"):
+# deprecates; on a CPU with AVX512-BF16 bitsandbytes asks for the `kernels` package (it would fetch a
+# 4-bit kernel from the Hugging Face hub; 4-bit loading here is CUDA only). Raised to ERROR at their own
+# loggers, so real errors from all three still show.
+for _name in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops"):
     logging.getLogger(_name).setLevel(logging.ERROR)
