@@ -80,8 +80,8 @@ REGISTRY: dict[str, ModelSpec] = {
             "smollm2-135m",
             "smollm2",
             f"SmolLM2-135M-Instruct from the PyPI package {SMOLLM2_PACKAGE} (CPU default)",
-            # 300 bf16 steps at 2e-3 with LoRA+ ratio 4 on a 2-core AMX Xeon: valid 98-100 %, protocol-correct
-            # 72-80 % on unseen wording over two batch orders (plain LoRA 66.7 %, ratio 8 79.2 % but valid 97.5 %).
+            # 300 bf16 steps at 2e-3 with LoRA+ ratio 4 on a 2-core AMX Xeon: valid 97.5-100 %, protocol-correct
+            # 72-80 % on unseen wording over three batch orders (plain LoRA 66.7 %, ratio 8 79.2 % but valid 97.5 %).
             learning_rate=2e-3,
             loraplus_lr_ratio=4.0,
             max_steps=120,
