@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Carry what the CUDA path needs to an offline GPU machine, inside the 64 MiB that travels there.
 
-The lent GPU machine (one H100, no network, Python 3.12 at ``/opt/torch/.venv/bin/python3`` with torch
+The lent GPU machine (one H100 or H200, no network, Python 3.12 at ``/opt/torch/.venv/bin/python3`` with torch
 2.11+cu130, transformers 5.17.0, peft, accelerate, nvcc 13.0, cmake, ninja, scikit-build-core) lacks
 unsloth, unsloth_zoo, trl, datasets (+ dill, multiprocess), bitsandbytes, gguf and llama-cpp-python
 (+ diskcache); peft is carried at our pin. This script:
@@ -26,7 +26,10 @@ unsloth, unsloth_zoo, trl, datasets (+ dill, multiprocess), bitsandbytes, gguf a
   ``<target>/slipcore-gpu.env`` (``PYTHONPATH``, ``LLAMA_CPP_DIR``, offline variables, and
   ``LD_LIBRARY_PATH`` when cuBLAS came from pip) for the GPU check to source.
   ``--no-flash-attn`` builds without llama.cpp's CUDA flash-attention kernels (about a third less
-  nvcc work) if the build does not fit the time.
+  nvcc work) if the build does not fit the time. ``make gpu-check`` splits this in two:
+  ``--install --no-build`` (seconds), then ``--build-only`` in the background while the GPU training
+  checks run; the build ends by writing ``<target>/llama-cpp-build.json``, which gpu_check.py waits
+  for (on the H200: 217 s of nvcc with 14 jobs, hidden behind about 4 minutes of checks).
 
 Standard library only: it runs under the GPU image's Python 3.12 and a developer's Python 3.10+.
 The pure helpers (trimming rules, wheel slimming, size accounting, pip arguments) are unit-tested
@@ -66,7 +69,7 @@ LLAMA_CPP_VERSION = "0.3.36"
 LLAMA_CPP_SDIST = f"llama_cpp_python-{LLAMA_CPP_VERSION}.tar.gz"
 LLAMA_CPP_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 TRIMMED_SDIST = f"llama_cpp_python-{LLAMA_CPP_VERSION}-trimmed.tar.gz"
-# H100 = sm_90. LLAVA (tools/mtmd) is not built, so tools/ is trimmed away; the other OFFs name
+# H100 and H200 = sm_90. LLAVA (tools/mtmd) is not built, so tools/ is trimmed away; the other OFFs name
 # explicitly what llama.cpp already skips when it is not the top-level project.
 CUDA_CMAKE_ARGS = ("-DGGML_CUDA=on", "-DCMAKE_CUDA_ARCHITECTURES=90", "-DLLAVA_BUILD=OFF",
                    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
@@ -660,11 +663,25 @@ def _step(timings: dict, name: str, started: float, detail: str = "") -> None:
     print(f"[{timings[name]:6.1f} s] {name}{': ' + detail if detail else ''}", flush=True)
 
 
-def install(bundle: Path, target: str, build_dir: Path, jobs: int, log_dir: Path | None, check: bool,
-            cmake_args: Iterable[str] = CUDA_CMAKE_ARGS) -> dict:
-    """On the GPU machine: wheels into ``target``, llama-cpp-python built (CUDA sm_90), imports checked."""
+BUILD_RECORD = "llama-cpp-build.json"  # in the site folder: how the llama-cpp-python build ended
+
+
+def _cuda_setup(cmake_args: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """nvcc, the CMake hints and the run-time library folders for a CUDA build (nothing for a CPU build)."""
+    if "-DGGML_CUDA=on" not in cmake_args:
+        return None, [], []
+    nvcc = find_nvcc()
+    toolkit = Path(nvcc).parent.parent if nvcc else None
+    hints, ld_paths, notes = cuda_cmake_hints(toolkit, [Path(p) for p in sys.path if p], DRIVER_DIRS)
+    print(f"nvcc: {nvcc or 'not found (CMake will search)'}; " + "; ".join(notes), flush=True)
+    return nvcc, hints, ld_paths
+
+
+def install_wheels(bundle: Path, target: str, build_dir: Path, log_dir: Path | None,
+                   cmake_args: Iterable[str] = CUDA_CMAKE_ARGS) -> dict:
+    """On the GPU machine, phase 1 (seconds): wheels into ``target``, the sdist unpacked (its converter is
+    usable at once), ``<target>/slipcore-gpu.env`` written. Everything but ``import llama_cpp`` works after it."""
     timings: dict[str, float] = {}
-    cmake_args = list(cmake_args)
     manifest = json.loads((bundle / "manifest.json").read_text())
     for e in manifest["files"]:  # the copy that travelled is the one that was checked here
         path = bundle / e["file"]
@@ -673,6 +690,7 @@ def install(bundle: Path, target: str, build_dir: Path, jobs: int, log_dir: Path
     log_dir = log_dir or build_dir
     for folder in (build_dir, log_dir, Path(target)):
         folder.mkdir(parents=True, exist_ok=True)
+    (Path(target) / BUILD_RECORD).unlink(missing_ok=True)
 
     t = time.monotonic()
     wheels = sorted((bundle / "wheels").glob("*.whl"))
@@ -691,21 +709,7 @@ def install(bundle: Path, target: str, build_dir: Path, jobs: int, log_dir: Path
         tar.extractall(build_dir)
     _step(timings, "unpack sdist", t, str(src_root))
 
-    t = time.monotonic()
-    ld_paths: list[str] = []
-    nvcc = None
-    if "-DGGML_CUDA=on" in cmake_args:
-        nvcc = find_nvcc()
-        toolkit = Path(nvcc).parent.parent if nvcc else None
-        hints, ld_paths, notes = cuda_cmake_hints(toolkit, [Path(p) for p in sys.path if p], DRIVER_DIRS)
-        cmake_args += hints
-        print(f"nvcc: {nvcc or 'not found (CMake will search)'}; " + "; ".join(notes), flush=True)
-    print(f"building llama-cpp-python {LLAMA_CPP_VERSION} with {jobs} jobs: CMAKE_ARGS={' '.join(cmake_args)}", flush=True)
-    env = build_env(os.environ, cmake_args, jobs, nvcc)
-    if _run_logged(build_args(src_root, target), env, log_dir / "llama-cpp-build.log"):
-        raise SystemExit(f"gpu_bundle: building llama-cpp-python failed: see {log_dir / 'llama-cpp-build.log'}")
-    _step(timings, "build llama-cpp-python", t)
-
+    _, _, ld_paths = _cuda_setup(list(cmake_args))
     exports = {"PYTHONPATH": os.pathsep.join([target, *filter(None, [os.environ.get("PYTHONPATH")])]),
                "LLAMA_CPP_DIR": str(src_root / "vendor" / "llama.cpp"),
                **{k: os.environ.get(k, v) for k, v in OFFLINE_ENV.items()}}
@@ -713,9 +717,49 @@ def install(bundle: Path, target: str, build_dir: Path, jobs: int, log_dir: Path
         exports["LD_LIBRARY_PATH"] = os.pathsep.join([*ld_paths, *filter(None, [os.environ.get("LD_LIBRARY_PATH")])])
     env_file = Path(target) / "slipcore-gpu.env"
     env_file.write_text("".join(f"export {k}={v}\n" for k, v in exports.items()))
+    print(f"environment for the GPU check (also in {env_file}):")
+    print("".join(f"export {k}={v}\n" for k, v in exports.items()), end="", flush=True)
+    return {"exports": exports, "timings": timings}
+
+
+def build_llama(target: str, build_dir: Path, jobs: int, log_dir: Path | None, check: bool,
+                cmake_args: Iterable[str] = CUDA_CMAKE_ARGS) -> dict:
+    """On the GPU machine, phase 2 (minutes of nvcc): llama-cpp-python built into ``target`` and its import
+    checked. Ends by writing ``<target>/llama-cpp-build.json`` (ok, seconds, error), which gpu_check.py
+    waits for, so the GPU training checks can run while this compiles."""
+    started = time.monotonic()
+    record = {"ok": False, "seconds": None, "error": None}
+    try:
+        timings = _build_and_check(target, build_dir, jobs, log_dir or build_dir, check, list(cmake_args))
+        record.update(ok=True, timings=timings)
+    except SystemExit as error:
+        record["error"] = str(error)
+        raise
+    finally:
+        record["seconds"] = round(time.monotonic() - started, 1)
+        (Path(target) / BUILD_RECORD).write_text(json.dumps(record) + "\n")
+    return record
+
+
+def _build_and_check(target: str, build_dir: Path, jobs: int, log_dir: Path, check: bool,
+                     cmake_args: list[str]) -> dict:
+    timings: dict[str, float] = {}
+    src_root = build_dir / f"llama_cpp_python-{LLAMA_CPP_VERSION}"
+    if not src_root.is_dir():
+        raise SystemExit(f"gpu_bundle: {src_root} is missing: run the wheels phase (--install --no-build) first.")
+    t = time.monotonic()
+    nvcc, hints, _ = _cuda_setup(cmake_args)
+    cmake_args = cmake_args + hints
+    print(f"building llama-cpp-python {LLAMA_CPP_VERSION} with {jobs} jobs: CMAKE_ARGS={' '.join(cmake_args)}", flush=True)
+    env = build_env(os.environ, cmake_args, jobs, nvcc)
+    if _run_logged(build_args(src_root, target), env, log_dir / "llama-cpp-build.log"):
+        raise SystemExit(f"gpu_bundle: building llama-cpp-python failed: see {log_dir / 'llama-cpp-build.log'}")
+    _step(timings, "build llama-cpp-python", t)
     if check:
         t = time.monotonic()
         kind = "gpu" if "-DGGML_CUDA=on" in cmake_args else "cpu"
+        exports = {"PYTHONPATH": os.pathsep.join([target, *filter(None, [os.environ.get("PYTHONPATH")])]),
+                   "LLAMA_CPP_DIR": str(src_root / "vendor" / "llama.cpp")}
         # In the build folder: unsloth writes unsloth_compiled_cache/ into the working directory.
         done = subprocess.run([sys.executable, "-c", CHECK_CODE, kind], env={**os.environ, **exports},
                               capture_output=True, text=True, cwd=build_dir)
@@ -724,10 +768,19 @@ def install(bundle: Path, target: str, build_dir: Path, jobs: int, log_dir: Path
             print(done.stderr[-4000:])
             raise SystemExit(f"gpu_bundle: the import check failed (exit {done.returncode}, output above).")
         _step(timings, "import check", t)
-    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + f"; total {sum(timings.values()):.1f} s")
-    print(f"environment for the GPU check (also in {env_file}):")
-    print("".join(f"export {k}={v}\n" for k, v in exports.items()), end="", flush=True)
-    return {"exports": exports, "timings": timings}
+    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), flush=True)
+    return timings
+
+
+def wait_for_build(target: str, timeout: float, poll: float = 5.0) -> dict:
+    """The build record once phase 2 has ended (gpu_check.py calls this before it needs llama_cpp)."""
+    path = Path(target) / BUILD_RECORD
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"llama-cpp-python's build had not finished after {timeout:.0f} s ({path} absent)")
+        time.sleep(poll)
+    return json.loads(path.read_text())
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -748,15 +801,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 4, help="--install: parallel compile jobs")
     parser.add_argument("--log-dir", type=Path, default=None, help="--install: where build logs go (e.g. $OUT)")
     parser.add_argument("--no-check", action="store_true", help="--install: skip the import check")
+    parser.add_argument("--no-build", action="store_true",
+                        help="--install: wheels and sdist only; build later with --build-only (make gpu-check builds "
+                             "in the background while the GPU training checks run)")
+    parser.add_argument("--build-only", action="store_true",
+                        help="build llama-cpp-python into --target (after --install --no-build); writes "
+                             f"<target>/{BUILD_RECORD}")
     parser.add_argument("--no-flash-attn", action="store_true",
                         help="--install: add -DGGML_CUDA_FA=OFF (faster build, no CUDA flash attention)")
     parser.add_argument("--cmake-args", default=None,
                         help="--install: replace the CUDA CMake arguments (e.g. a CPU build to test the sdist here)")
     args = parser.parse_args(argv)
-    if args.install:
+    if args.install or args.build_only:
         cmake_args = args.cmake_args.split() if args.cmake_args is not None else list(CUDA_CMAKE_ARGS)
         cmake_args += ["-DGGML_CUDA_FA=OFF"] if args.no_flash_attn else []
-        install(args.bundle, args.target, args.build_dir, args.jobs, args.log_dir, not args.no_check, cmake_args)
+        if args.install:
+            install_wheels(args.bundle, args.target, args.build_dir, args.log_dir, cmake_args)
+        if not args.no_build:
+            build_llama(args.target, args.build_dir, args.jobs, args.log_dir, not args.no_check, cmake_args)
         return 0
     try:
         prepare(args.bundle, args.repo, args.cache or default_cache(), int(args.limit_mib * MIB))

@@ -280,3 +280,15 @@ def test_find_nvcc_prefers_the_toolkit_folder(tmp_path):
     nvcc = _touch(tmp_path / "cuda" / "bin" / "nvcc")
     nvcc.chmod(0o755)
     assert gb.find_nvcc({"CUDA_HOME": str(tmp_path / "cuda")}) == str(nvcc)
+
+
+def test_a_failed_background_build_leaves_a_record_that_the_check_reads(tmp_path):
+    """make gpu-check builds llama.cpp beside the training checks: its end, failed too, must reach gpu_check."""
+    site = tmp_path / "site"
+    site.mkdir()
+    with pytest.raises(SystemExit, match="run the wheels phase"):
+        gb.build_llama(str(site), tmp_path / "no-build-dir", jobs=1, log_dir=tmp_path, check=False)
+    record = gb.wait_for_build(str(site), timeout=1)
+    assert record["ok"] is False and "wheels phase" in record["error"] and record["seconds"] is not None
+    with pytest.raises(TimeoutError, match="had not finished"):
+        gb.wait_for_build(str(tmp_path / "elsewhere"), timeout=0.1, poll=0.05)
