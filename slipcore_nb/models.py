@@ -482,6 +482,20 @@ def parameter_counts(model) -> tuple[int, int]:
     return total, trainable
 
 
+def compute_device(model):
+    """Where the model computes, so where its inputs go: the first parameter off the CPU, if any.
+
+    Not simply the first parameter: on a GPU, Unsloth keeps a frozen copy of trained embeddings on the
+    CPU (a disk-backed ``original_module``; "Offloading input_embeddings to disk"), and that copy comes
+    first, while the embedding that runs is on the GPU (seen on an H200 by ``make gpu-check``)."""
+    first = None
+    for parameter in model.parameters():
+        if parameter.device.type != "cpu":
+            return parameter.device
+        first = first if first is not None else parameter.device
+    return first
+
+
 def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}"
 

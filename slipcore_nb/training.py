@@ -301,8 +301,9 @@ def bf16_weights_on_cpu(model) -> bool:
     """Unsloth's CPU path on a CPU with bf16 matmuls: the case the two speedups below are for."""
     import torch
 
-    weights = list(model.parameters())
-    return weights[0].device.type == "cpu" and any(w.dtype == torch.bfloat16 for w in weights)
+    from .models import compute_device
+
+    return compute_device(model).type == "cpu" and any(w.dtype == torch.bfloat16 for w in model.parameters())
 
 
 def auto_attention_kernel(model) -> str:

@@ -157,6 +157,15 @@ def test_four_bit_weights_are_counted_by_their_real_shape():
     assert trainable == 512 * 8 + 8  # the 4-bit weight is frozen
 
 
+def test_inputs_go_where_the_model_computes_not_to_an_offloaded_first_parameter():
+    """Unsloth on a GPU keeps a frozen embedding copy on the CPU ahead of the GPU weights (H200, gpu-check)."""
+    import torch
+
+    offloaded_first = torch.nn.Sequential(torch.nn.Embedding(4, 2), torch.nn.Linear(2, 2, device="meta"))
+    assert models.compute_device(offloaded_first).type == "meta"
+    assert models.compute_device(torch.nn.Linear(2, 2)).type == "cpu"
+
+
 def test_colab_gets_the_model_whose_exports_fit_free_drive():
     choice = models.choose_model({"COLAB_RELEASE_TAG": "release-colab-20261120"}, GPU)
     assert choice.name == models.DEFAULT_COLAB_MODEL and "Drive" in choice.reason
