@@ -35,12 +35,12 @@ class LlamaCppTokenizer:
     """A GGUF's own tokenizer as llama.cpp runs it (what Ollama counts), behind the HF call signature."""
 
     def __init__(self, gguf: Path):
-        from llama_cpp import Llama
+        from slipcore_nb.gguf_vocab import GGUFVocab
 
-        self.llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+        self.vocab = GGUFVocab(gguf)
 
     def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": self.llm.tokenize(text.encode(), add_bos=add_special_tokens, special=False)}
+        return {"input_ids": self.vocab.tokenize(text, add_bos=add_special_tokens, special=False)}
 
 
 class HFFileTokenizer:

@@ -318,15 +318,13 @@ def check_tokenizer(gguf_path: str | Path, model_dir: str | Path) -> None:
 
 
 def _token_ids_both_ways(gguf: str, folder: str, text: str) -> tuple[list[int], list[int], str]:
-    from llama_cpp import Llama
     from transformers import AutoTokenizer
 
-    llm = Llama(model_path=gguf, vocab_only=True, verbose=False)
-    try:
-        ours = llm.tokenize(text.encode(), add_bos=True, special=True)
-        return ours, AutoTokenizer.from_pretrained(folder)(text).input_ids, llm.metadata.get("tokenizer.ggml.model")
-    finally:
-        llm.close()
+    from .gguf_vocab import GGUFVocab
+
+    with GGUFVocab(gguf) as vocab:
+        ours = vocab.tokenize(text, add_bos=True, special=True)
+        return ours, AutoTokenizer.from_pretrained(folder)(text).input_ids, vocab.metadata("tokenizer.ggml.model")
 
 
 def quantize(f16_gguf: str | Path, out_path: str | Path, ftype: str = "Q4_K_M", verbose: bool = False) -> Artifact:
@@ -405,13 +403,10 @@ def eos_token(gguf_path: str | Path) -> str:
 
 
 def _eos_text(gguf: str) -> str:
-    from llama_cpp import Llama
+    from .gguf_vocab import GGUFVocab
 
-    llm = Llama(model_path=gguf, vocab_only=True, verbose=False)
-    try:
-        return llm._model.token_get_text(llm.token_eos())
-    finally:
-        llm.close()
+    with GGUFVocab(gguf) as vocab:
+        return vocab.token_text(vocab.eos)
 
 
 # ---------------------------------------------------------------------------- command line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
+from slipcore_nb.gguf_vocab import GGUFVocab
 from slipcore_nb.grammar import ROOT, nslip_gbnf
 
 
@@ -20,16 +21,15 @@ class GrammarChecker:
         import llama_cpp
 
         self._lib = llama_cpp
-        self._llm = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
-        self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        self._gguf = GGUFVocab(gguf_path)
+        self._vocab = self._gguf.vocab
         self.gbnf = gbnf or nslip_gbnf()
-        self._eos = llama_cpp.llama_vocab_eos(self._vocab)
+        self._eos = self._gguf.eos
         self._pieces: dict[bytes, int] = {}
-        buffer = ctypes.create_string_buffer(256)
-        for token in range(llama_cpp.llama_vocab_n_tokens(self._vocab)):
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
-            if n > 0:
-                self._pieces.setdefault(buffer.raw[:n], token)
+        for token in range(self._gguf.size):
+            piece = self._gguf.piece(token)
+            if piece:
+                self._pieces.setdefault(piece, token)
         self._longest = max(map(len, self._pieces))
         # Fail now, with llama.cpp's parser, if the grammar text itself is broken.
         self._free(self._new_sampler())
@@ -77,4 +77,4 @@ class GrammarChecker:
             self._free(sampler)
 
     def close(self) -> None:
-        self._llm.close()
+        self._gguf.close()

@@ -139,6 +139,26 @@ def test_eos_token_read_from_the_gguf(exported):
     assert export.eos_token(exported["gguf"]["q4_k_m"].path) == "</s>"
 
 
+def _vocab_answers(gguf: str, text: str) -> dict:
+    from slipcore_nb.gguf_vocab import GGUFVocab
+
+    with GGUFVocab(gguf) as vocab:
+        return {"ids": vocab.tokenize(text, add_bos=True, special=True), "eos": vocab.token_text(vocab.eos),
+                "kind": vocab.metadata("tokenizer.ggml.model"), "absent": vocab.metadata("no.such.key"),
+                "pieces": b"".join(vocab.piece(t) for t in vocab.tokenize(text)), "size": vocab.size}
+
+
+def test_the_vocabulary_alone_tokenizes_as_the_hf_tokenizer_does(exported, tokenizer):
+    """GGUFVocab loads no context (the CUDA build crashed making one for a vocab-only model)."""
+    from slipcore_nb.native import run_in_child
+
+    text = 'Goal[1]: caf\u00e9 \u65e5\u672c @a4|f1|t"plan"#</s>'
+    got = run_in_child(_vocab_answers, str(exported["gguf"]["f16"].path), text, what="GGUFVocab on the tiny GGUF")
+    assert got["ids"] == tokenizer(text).input_ids
+    assert got["eos"] == tokenizer.eos_token and got["kind"] == "llama" and got["absent"] is None
+    assert got["pieces"] == text.encode() and got["size"] == len(tokenizer)  # special=False: "</s>" as text
+
+
 def test_lora_gguf_applied_by_llama_cpp_equals_the_merged_model(tiny, tokenizer, tmp_path):
     model = _peft(tiny)
     adapter = export.save_adapter(model, tokenizer, tmp_path / "lora")
