@@ -488,12 +488,8 @@ def compute_device(model):
     Not simply the first parameter: on a GPU, Unsloth keeps a frozen copy of trained embeddings on the
     CPU (a disk-backed ``original_module``; "Offloading input_embeddings to disk"), and that copy comes
     first, while the embedding that runs is on the GPU (seen on an H200 by ``make gpu-check``)."""
-    first = None
-    for parameter in model.parameters():
-        if parameter.device.type != "cpu":
-            return parameter.device
-        first = first if first is not None else parameter.device
-    return first
+    devices = [parameter.device for parameter in model.parameters()]
+    return next((device for device in devices if device.type != "cpu"), devices[0])
 
 
 def _first_line(error: BaseException) -> str:
