@@ -1,10 +1,11 @@
 """A GGUF's vocabulary as llama.cpp reads it, and nothing more: no context, no weights.
 
 ``Llama(model_path, vocab_only=True)`` still creates a llama.cpp context for a model without
-tensors. On the CUDA build that process died (SIGSEGV right after ``ggml_cuda_init``, NVIDIA H200,
-``make gpu-check`` of 2026-12-04) where the CPU build copes; a context is never needed to tokenize.
-:class:`GGUFVocab` loads only the vocabulary through llama.cpp's C API (as llama-cpp-python
-exposes it) and answers what the export checks, the grammar tests and the token counts ask.
+tensors. With the CUDA build the process doing that died (SIGSEGV right after ``ggml_cuda_init``,
+NVIDIA H200, ``make gpu-check`` of 2026-12-04) where the CPU build copes; a context is never needed to
+tokenize. :class:`GGUFVocab` loads only the vocabulary through llama.cpp's C API (as llama-cpp-python
+exposes it) and answers what the export checks, the grammar tests and the token counts ask. It has
+run on CPUs only so far: whether it also cures the GPU crash is for the next ``make gpu-check``.
 Native code: callers that must survive a crash run it in a child (:mod:`slipcore_nb.native`).
 """
 
@@ -65,7 +66,8 @@ class GGUFVocab:
         return self._lib.llama_vocab_get_text(self.vocab, token).decode("utf-8", "replace")
 
     def piece(self, token: int) -> bytes:
-        """The bytes the token stands for in generated text (special tokens render as nothing)."""
+        """The bytes the token stands for in generated text (special tokens, and pieces over 256 bytes,
+        come back empty)."""
         buffer = ctypes.create_string_buffer(256)
         n = self._lib.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
         return buffer.raw[:max(n, 0)]
