@@ -664,6 +664,16 @@ def _step(timings: dict, name: str, started: float, detail: str = "") -> None:
 
 
 BUILD_RECORD = "llama-cpp-build.json"  # in the site folder: how the llama-cpp-python build ended
+ENV_FILE = "slipcore-gpu.env"  # in the site folder: what the wheels phase exports, for the build and the check
+
+
+def read_env_file(target: str) -> dict[str, str]:
+    """The ``export K=V`` lines the wheels phase wrote (values carry no spaces: paths and flags)."""
+    path = Path(target) / ENV_FILE
+    if not path.is_file():
+        raise SystemExit(f"gpu_bundle: {path} is missing: run the wheels phase (--install --no-build) first.")
+    pairs = (line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines() if line)
+    return {key: value for key, value in pairs}
 
 
 def _cuda_setup(cmake_args: list[str]) -> tuple[str | None, list[str], list[str]]:
@@ -715,7 +725,7 @@ def install_wheels(bundle: Path, target: str, build_dir: Path, log_dir: Path | N
                **{k: os.environ.get(k, v) for k, v in OFFLINE_ENV.items()}}
     if ld_paths:  # libggml-cuda needs libcublas.so.13 even before torch has loaded it
         exports["LD_LIBRARY_PATH"] = os.pathsep.join([*ld_paths, *filter(None, [os.environ.get("LD_LIBRARY_PATH")])])
-    env_file = Path(target) / "slipcore-gpu.env"
+    env_file = Path(target) / ENV_FILE
     env_file.write_text("".join(f"export {k}={v}\n" for k, v in exports.items()))
     print(f"environment for the GPU check (also in {env_file}):")
     print("".join(f"export {k}={v}\n" for k, v in exports.items()), end="", flush=True)
@@ -744,6 +754,7 @@ def build_llama(target: str, build_dir: Path, jobs: int, log_dir: Path | None, c
 def _build_and_check(target: str, build_dir: Path, jobs: int, log_dir: Path, check: bool,
                      cmake_args: list[str]) -> dict:
     timings: dict[str, float] = {}
+    exports = read_env_file(target)
     src_root = build_dir / f"llama_cpp_python-{LLAMA_CPP_VERSION}"
     if not src_root.is_dir():
         raise SystemExit(f"gpu_bundle: {src_root} is missing: run the wheels phase (--install --no-build) first.")
@@ -758,8 +769,6 @@ def _build_and_check(target: str, build_dir: Path, jobs: int, log_dir: Path, che
     if check:
         t = time.monotonic()
         kind = "gpu" if "-DGGML_CUDA=on" in cmake_args else "cpu"
-        exports = {"PYTHONPATH": os.pathsep.join([target, *filter(None, [os.environ.get("PYTHONPATH")])]),
-                   "LLAMA_CPP_DIR": str(src_root / "vendor" / "llama.cpp")}
         # In the build folder: unsloth writes unsloth_compiled_cache/ into the working directory.
         done = subprocess.run([sys.executable, "-c", CHECK_CODE, kind], env={**os.environ, **exports},
                               capture_output=True, text=True, cwd=build_dir)
