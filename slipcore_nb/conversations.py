@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .protocol import Act, Frame, Message, Slot
+from .protocol import SLOT_ORDER, Act, Frame, Message, Slot
 
 ROLES: tuple[str, ...] = ("coordinator", "planner", "executor", "critic")
 DEFAULT_IDS: dict[str, int] = {"coordinator": 0, "planner": 1, "executor": 2, "critic": 3}
@@ -45,52 +45,96 @@ ERROR_CODES = ("timeout", "out_of_memory", "permission_denied", "disk_full", "co
 MAX_ATTEMPTS = 3  # the executor gets a subtask at most this often
 
 
+Pair = tuple[Act, Frame]
+REQUEST_TASK: Pair = (Act.REQUEST, Frame.TASK)
+COPIED: tuple[tuple[Slot, str], ...] = tuple((slot, "in") for slot in (Slot.GOAL_ID, Slot.TASK_ID, Slot.PARENT_TASK_ID))
+WITH_PRIORITY = (*COPIED, (Slot.PRIORITY, "in"))
+
+
 @dataclass(frozen=True)
 class Move:
-    """One kind of answer: who sends it and to whom, act/frame/tag, and what it answers (None: it opens)."""
+    """One kind of message: who sends it and to whom, act/frame/tags, what it answers, and where every
+    field's value comes from. This table is the protocol: the dataset's targets, the evaluation and the
+    state grammar (:mod:`slipcore_nb.state_grammar`) are all computed from it by :func:`fixed_fields`.
+
+    ``answers``: the act/frame pairs it answers (``None``: it needs no incoming message).
+    ``addressing``: ``reply`` (from the incoming's addressee back to its sender), ``forward`` (from the
+    incoming's addressee on to the agent of role ``to``, a fact), ``overhear`` (from this agent to the
+    incoming's addressee: the critic reads a report sent to the coordinator) or ``open`` (turn 1, ids
+    from the facts). ``after_tags``: the incoming tags it follows (empty: any). ``slots``: each slot it
+    carries and its source: ``in`` (the incoming's same slot, where it has one), ``in:k`` (the
+    incoming's task id), ``fact:<name>`` (what the agent was told; where it was not, the model's
+    choice) or ``tag`` (the model's choice, tied to the tag by :data:`BY_TAG`).
+    """
 
     role: str
-    to: str  # the role it is sent to
+    to: str
     act: Act
     frame: Frame
-    answers: str | None
+    answers: tuple[Pair | None, ...]
     tags: tuple[str, ...]
     when: str
+    addressing: str = "reply"
+    after_tags: tuple[str, ...] = ()
+    slots: tuple[tuple[Slot, str], ...] = COPIED
 
 
 MOVES: dict[str, Move] = {
-    "open": Move("coordinator", "planner", Act.REQUEST, Frame.TASK, None, ("new_task",), "a goal to delegate"),
-    "plan": Move("planner", "coordinator", Act.PROPOSE, Frame.PLAN, "REQUEST/TASK, INFORM/TASK or none",
-                 ("plan_v1",), "the task can be planned"),
-    "ask": Move("planner", "coordinator", Act.ASK, Frame.TASK, "REQUEST/TASK", ("need_info",),
-                "a question blocks the plan"),
-    "decline": Move("planner", "coordinator", Act.REJECT, Frame.TASK, "REQUEST/TASK", ("declined",),
+    "open": Move("coordinator", "planner", Act.REQUEST, Frame.TASK, (None,), ("new_task",), "a goal to delegate",
+                 addressing="open", slots=((Slot.GOAL_ID, "fact:goal_id"), (Slot.TASK_ID, "fact:task"),
+                                           (Slot.PRIORITY, "fact:priority"))),
+    "plan": Move("planner", "coordinator", Act.PROPOSE, Frame.PLAN, (REQUEST_TASK, (Act.INFORM, Frame.TASK), None),
+                 ("plan_v1",), "the task can be planned", slots=WITH_PRIORITY),
+    "ask": Move("planner", "coordinator", Act.ASK, Frame.TASK, (REQUEST_TASK,), ("need_info",),
+                "a question blocks the plan", slots=WITH_PRIORITY),
+    "decline": Move("planner", "coordinator", Act.REJECT, Frame.TASK, (REQUEST_TASK,), ("declined",),
                     "it cannot take the task"),
-    "commit": Move("planner", "coordinator", Act.COMMIT, Frame.TASK, "REQUEST/TASK", ("committed",),
-                   "the task is small enough to do itself"),
-    "answer": Move("coordinator", "planner", Act.INFORM, Frame.TASK, "ASK/TASK", ("answer",), "the planner asked"),
-    "dispatch": Move("coordinator", "executor", Act.REQUEST, Frame.TASK, "PROPOSE/PLAN", ("execute",),
-                     "a plan arrived (to the executor, new subtask k, parent p)"),
-    "accept": Move("executor", "coordinator", Act.ACCEPT, Frame.TASK, "REQUEST/TASK", ("accepted",),
+    "commit": Move("planner", "coordinator", Act.COMMIT, Frame.TASK, (REQUEST_TASK,), ("committed",),
+                   "the task is small enough to do itself", slots=WITH_PRIORITY),
+    "answer": Move("coordinator", "planner", Act.INFORM, Frame.TASK, ((Act.ASK, Frame.TASK),), ("answer",),
+                   "the planner asked", slots=WITH_PRIORITY),
+    "dispatch": Move("coordinator", "executor", Act.REQUEST, Frame.TASK, ((Act.PROPOSE, Frame.PLAN),), ("execute",),
+                     "a plan arrived (to the executor, new subtask k, parent p)", addressing="forward",
+                     slots=((Slot.GOAL_ID, "in"), (Slot.TASK_ID, "fact:subtask"), (Slot.PARENT_TASK_ID, "in:k"),
+                            (Slot.PRIORITY, "in"))),
+    "accept": Move("executor", "coordinator", Act.ACCEPT, Frame.TASK, (REQUEST_TASK,), ("accepted",),
                    "it started, no result yet"),
-    "busy": Move("executor", "coordinator", Act.REJECT, Frame.TASK, "REQUEST/TASK", ("busy",), "it is busy"),
-    "report": Move("executor", "coordinator", Act.INFORM, Frame.OBSERVATION, "REQUEST/TASK",
-                   tuple(f"exec_{status}" for status in STATUSES), "it has an outcome (u = status, r = result)"),
-    "error": Move("executor", "coordinator", Act.ERROR, Frame.OBSERVATION, "REQUEST/TASK", ("exec_error",),
-                  "it hit an error (e = code)"),
+    "busy": Move("executor", "coordinator", Act.REJECT, Frame.TASK, (REQUEST_TASK,), ("busy",), "it is busy"),
+    "report": Move("executor", "coordinator", Act.INFORM, Frame.OBSERVATION, (REQUEST_TASK,),
+                   tuple(f"exec_{status}" for status in STATUSES), "it has an outcome (u = status, r = result)",
+                   slots=(*COPIED, (Slot.RESULT_ID, "fact:result"), (Slot.STATUS, "tag"))),
+    "error": Move("executor", "coordinator", Act.ERROR, Frame.OBSERVATION, (REQUEST_TASK,), ("exec_error",),
+                  "it hit an error (e = code)", slots=(*COPIED, (Slot.ERROR_CODE, "fact:error_code"))),
     "evaluate": Move("critic", "coordinator", Act.EVAL, Frame.EVALUATION,
-                     "INFORM/OBSERVATION or ERROR/OBSERVATION", ("eval_pass", "eval_retry", "eval_fail"),
-                     "a report arrived (to its coordinator)"),
-    "close": Move("coordinator", "critic", Act.META, Frame.CONTROL, "EVAL/EVALUATION", ("close",),
-                  "the verdict is eval_pass"),
-    "retry": Move("coordinator", "executor", Act.REQUEST, Frame.TASK, "EVAL/EVALUATION", ("retry",),
-                  "the verdict is eval_retry (to the executor, same k and p)"),
-    "abort": Move("coordinator", "critic", Act.META, Frame.CONTROL, "EVAL/EVALUATION", ("abort",),
-                  "the verdict is eval_fail"),
+                     ((Act.INFORM, Frame.OBSERVATION), (Act.ERROR, Frame.OBSERVATION)),
+                     ("eval_pass", "eval_retry", "eval_fail"), "a report arrived (to its coordinator)",
+                     addressing="overhear", slots=(*COPIED, (Slot.RESULT_ID, "in"), (Slot.SCORE, "tag"))),
+    "close": Move("coordinator", "critic", Act.META, Frame.CONTROL, ((Act.EVAL, Frame.EVALUATION),), ("close",),
+                  "the verdict is eval_pass", after_tags=("eval_pass",)),
+    "retry": Move("coordinator", "executor", Act.REQUEST, Frame.TASK, ((Act.EVAL, Frame.EVALUATION),), ("retry",),
+                  "the verdict is eval_retry (to the executor, same k and p)", addressing="forward",
+                  after_tags=("eval_retry",)),
+    "abort": Move("coordinator", "critic", Act.META, Frame.CONTROL, ((Act.EVAL, Frame.EVALUATION),), ("abort",),
+                  "the verdict is eval_fail", after_tags=("eval_fail",)),
+}
+
+# The values a ``tag``-sourced slot may take with each tag: a report's status is its tag's, and the
+# critic's score is the one its rule pairs with the verdict (a failed run 2, an error 0).
+BY_TAG: dict[Slot, dict[str, tuple[int | str, ...]]] = {
+    Slot.STATUS: {f"exec_{status}": (status,) for status in STATUSES},
+    Slot.SCORE: {verdict: tuple(score for score, named in CRITIC_RULE.values() if named == verdict)
+                 for verdict in ("eval_pass", "eval_retry", "eval_fail")},
 }
 
 # Every tag belongs to one move: a message's tag says which situation it answers (per-move scores).
 MOVE_OF_TAG: dict[str, str] = {tag: name for name, move in MOVES.items() for tag in move.tags}
+
+
+def _received(move: Move) -> str:
+    names = ["none" if pair is None else f"{pair[0].name}/{pair[1].name}" for pair in move.answers]
+    if names == ["none"]:
+        return "—"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def grammar_table() -> str:
@@ -98,8 +142,102 @@ def grammar_table() -> str:
     rows = ["| role | receives | answers with | when | tag `t` |", "|---|---|---|---|---|"]
     for move in MOVES.values():
         tags = ", ".join(f"`{tag}`" for tag in move.tags)
-        rows.append(f"| {move.role} | {move.answers or '—'} | {move.act.name}/{move.frame.name} | {move.when} | {tags} |")
+        rows.append(f"| {move.role} | {_received(move)} | {move.act.name}/{move.frame.name} | {move.when} | {tags} |")
     return "\n".join(rows)
+
+
+class ProtocolError(ValueError):
+    """A state the move table has no answer for: an unknown role, or a message no move of the role answers."""
+
+
+def legal_moves(role: str, incoming: Message | None) -> list[str]:
+    """The moves ``role`` may make on receiving ``incoming`` (``None``: nothing received), in table order."""
+    if role not in ROLES:
+        raise ProtocolError(f"role must be one of {ROLES}, got {role!r}")
+    pair = None if incoming is None else (incoming.act, incoming.frame)
+    tag = None if incoming is None else incoming.slots.get(Slot.TAG)
+    return [name for name, move in MOVES.items()
+            if move.role == role and pair in move.answers and (not move.after_tags or tag in move.after_tags)]
+
+
+def implied_request(me: int, goal_id: int) -> Message:
+    """What a planner given only a goal answers (the guide's prompt): SLIPCore's default opening REQUEST."""
+    facts = {"goal_id": goal_id, "conv": DEFAULT_CONV, "planner": me, "task": DEFAULT_TASK,
+             "priority": DEFAULT_PRIORITY}
+    return message("open", None, DEFAULT_IDS["coordinator"], facts)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A move's message as far as the protocol fixes it; ``None`` marks a value that is the sender's choice.
+
+    ``header``: conv, turn, src, dst. ``slots``: every slot the message carries, in :class:`Slot` order.
+    """
+
+    move: str
+    header: dict[str, int | None]
+    slots: dict[Slot, int | str | None]
+
+
+def fixed_fields(move: str, incoming: Message | None, me: int, facts: dict) -> Fixed:
+    """What the protocol fixes when agent ``me`` makes ``move`` on receiving ``incoming`` and told ``facts``.
+
+    A value neither the incoming message nor a fact gives (a fact left out, a report's status, the
+    critic's score) is ``None``: the sender's own choice.
+    """
+    spec = MOVES[move]
+    if incoming is None and None not in spec.answers:
+        raise ProtocolError(f"{move} answers {_received(spec)}, and no message was received")
+    if incoming is None and spec.addressing != "open":
+        if "goal_id" not in facts:
+            raise ProtocolError(f"{move} with no message received answers the implied opening, which needs "
+                                "facts['goal_id']")
+        incoming = implied_request(me, facts["goal_id"])
+    if incoming is not None and spec.addressing in ("reply", "forward") and incoming.dst != me:
+        raise ProtocolError(f"{move}: the message received is addressed to agent {incoming.dst}, not to {me}")
+    if spec.addressing == "open":
+        header = {"conv": facts.get("conv"), "turn": 1, "src": me, "dst": facts.get(spec.to)}
+    else:
+        dst = {"reply": incoming.src, "forward": facts.get(spec.to), "overhear": incoming.dst}[spec.addressing]
+        header = {"conv": incoming.conv, "turn": incoming.turn + 1, "src": incoming.dst, "dst": dst}
+        if spec.addressing == "overhear":
+            header["src"] = me
+    slots: dict[Slot, int | str | None] = {}
+    for slot, source in spec.slots:
+        if source == "in" and slot in incoming.slots:
+            slots[slot] = incoming.slots[slot]
+        elif source == "in:k" and Slot.TASK_ID in incoming.slots:
+            slots[slot] = incoming.slots[Slot.TASK_ID]
+        elif source.startswith("fact:"):
+            slots[slot] = facts.get(source.removeprefix("fact:"))
+        elif source == "tag":
+            slots[slot] = None
+    slots[Slot.TAG] = None
+    return Fixed(move, header, dict(sorted(slots.items(), key=lambda item: SLOT_ORDER.index(item[0]))))
+
+
+def message(move: str, incoming: Message | None, me: int, facts: dict, tag: str | None = None, **choices) -> Message:
+    """The move's message: :func:`fixed_fields`, then the sender's choices (``tag``, default the move's
+    first; slots by name, e.g. ``STATUS="done"``) where the protocol leaves one."""
+    spec, fixed = MOVES[move], fixed_fields(move, incoming, me, facts)
+    tag = tag or spec.tags[0]
+    if tag not in spec.tags:
+        raise ProtocolError(f"{move} takes a tag in {spec.tags}, got {tag!r}")
+    missing = [name for name, value in fixed.header.items() if value is None]
+    if missing:
+        raise ProtocolError(f"{move}: no value for {missing} (a fact the agent was not told)")
+    slots = {}
+    for slot, value in fixed.slots.items():
+        if slot is Slot.TAG:
+            value = tag
+        elif value is None:
+            value = choices.get(slot.name)
+            allowed = BY_TAG.get(slot, {}).get(tag)
+            if value is None or (allowed is not None and value not in allowed):
+                raise ProtocolError(f"{move} with tag {tag!r}: {slot.name} must be given"
+                                    + (f" as one of {allowed}" if allowed else "") + f", got {value!r}")
+        slots[slot] = value
+    return Message(act=spec.act, frame=spec.frame, slots=slots, **fixed.header)
 
 
 # Goal texts: verbs x features (x components) -> thousands of distinct goals, short and long.
@@ -148,6 +286,11 @@ class Exchange:
     def role(self) -> str:
         return MOVES[self.move].role
 
+    @property
+    def me(self) -> int:
+        """The id of the agent that sends ``target``: what its runtime knows of itself."""
+        return self.target.src
+
 
 @dataclass
 class _Cast:
@@ -166,25 +309,12 @@ def _cast(rng: random.Random) -> _Cast:
     return _Cast(agents, rng.randint(2, MAX_ID), rng.randint(2, MAX_ID), False)
 
 
-def _message(move: str, conv: int, turn: int, src: int, dst: int, tag: str | None = None, **slots) -> Message:
-    spec = MOVES[move]
-    values = {Slot[name]: value for name, value in slots.items() if value is not None}
-    values[Slot.TAG] = tag or spec.tags[0]
-    return Message(conv=conv, turn=turn, src=src, dst=dst, act=spec.act, frame=spec.frame, slots=values)
-
-
-def _reply(move: str, incoming: Message, tag: str | None = None, **slots) -> Message:
-    """The reply rule: from the addressee to the sender, same conversation, next turn."""
-    return _message(move, incoming.conv, incoming.turn + 1, incoming.dst, incoming.src, tag, **slots)
-
-
-def _ids(message: Message) -> dict[str, int | str]:
-    keep = ("GOAL_ID", "TASK_ID", "PARENT_TASK_ID")
-    return {name: message.slots[Slot[name]] for name in keep if Slot[name] in message.slots}
-
-
 def conversation(rng: random.Random, goal_text: str) -> list[Exchange]:
-    """One conversation about ``goal_text``: every message in it, each one an :class:`Exchange`."""
+    """One conversation about ``goal_text``: every message in it, each one an :class:`Exchange`.
+
+    The world's choices (which move, the outcome, the ids) are drawn here; every message is then
+    :func:`message` of its move, so the targets follow :data:`MOVES` and nothing else.
+    """
     cast = _cast(rng)
     who = cast.agents
     goal_id = rng.choice((1, rng.randint(2, MAX_ID))) if cast.defaults else rng.randint(1, MAX_ID)
@@ -192,68 +322,59 @@ def conversation(rng: random.Random, goal_text: str) -> list[Exchange]:
     base = {"goal_id": goal_id, "goal_text": goal_text, "defaults": cast.defaults}
     out: list[Exchange] = []
 
-    def add(move: str, incoming: Message | None, target: Message, **facts) -> Message:
-        out.append(Exchange(move, incoming, target, {**base, **facts}))
+    def add(move: str, incoming: Message | None, me: int, tag: str | None = None, choices: dict | None = None,
+            **facts) -> Message:
+        facts = {**base, **facts}
+        target = message(move, incoming, me, facts, tag, **(choices or {}))
+        out.append(Exchange(move, incoming, target, facts))
         return target
 
     if rng.random() < 0.3:  # the guide's style: a planner gets a goal and nothing else
         me = who["planner"] if rng.random() < 0.5 else DEFAULT_IDS["planner"]
-        add("plan", None, _message("plan", DEFAULT_CONV, 2, me, DEFAULT_IDS["coordinator"], GOAL_ID=goal_id,
-                                   TASK_ID=DEFAULT_TASK, PRIORITY=DEFAULT_PRIORITY),
-            me_default=me == DEFAULT_IDS["planner"])
+        add("plan", None, me, me_default=me == DEFAULT_IDS["planner"])
 
-    request = add("open", None, _message("open", cast.conv, 1, who["coordinator"], who["planner"], GOAL_ID=goal_id,
-                                         TASK_ID=cast.task, PRIORITY=priority),
-                  conv=cast.conv, planner=who["planner"], task=cast.task, priority=priority,
-                  priority_default=priority == DEFAULT_PRIORITY)
+    request = add("open", None, who["coordinator"], conv=cast.conv, planner=who["planner"], task=cast.task,
+                  priority=priority, priority_default=priority == DEFAULT_PRIORITY)
+    planner, coordinator = who["planner"], who["coordinator"]
     choice = rng.random()
     if choice < 0.08:
-        add("decline", request, _reply("decline", request, **_ids(request)))
+        add("decline", request, planner)
         return out
     if choice < 0.16:
-        add("commit", request, _reply("commit", request, **_ids(request), PRIORITY=priority))
+        add("commit", request, planner)
         return out
     if choice < 0.32:
-        asked = add("ask", request, _reply("ask", request, **_ids(request), PRIORITY=priority))
-        informed = add("answer", asked, _reply("answer", asked, **_ids(asked), PRIORITY=priority))
-        plan = add("plan", informed, _reply("plan", informed, **_ids(informed), PRIORITY=priority))
+        asked = add("ask", request, planner)
+        informed = add("answer", asked, coordinator)
+        plan = add("plan", informed, planner)
     else:
-        plan = add("plan", request, _reply("plan", request, **_ids(request), PRIORITY=priority))
+        plan = add("plan", request, planner)
 
     subtask = rng.randint(2, MAX_ID)
     executor = who["executor"]
-    task = _message("dispatch", plan.conv, plan.turn + 1, plan.dst, executor, GOAL_ID=goal_id, TASK_ID=subtask,
-                    PARENT_TASK_ID=cast.task, PRIORITY=priority)
-    add("dispatch", plan, task, executor=executor, subtask=subtask)
+    task = add("dispatch", plan, coordinator, executor=executor, subtask=subtask)
     for attempt in range(MAX_ATTEMPTS):
         choice = rng.random()
         if choice < 0.1:
-            add("busy", task, _reply("busy", task, **_ids(task)))
+            add("busy", task, executor)
             return out
         if choice < 0.2:
-            add("accept", task, _reply("accept", task, **_ids(task)))
+            add("accept", task, executor)
             return out
         if choice < 0.35:
             code = rng.choice(ERROR_CODES)
-            report = add("error", task, _reply("error", task, **_ids(task), ERROR_CODE=code), error_code=code)
-            outcome, result = "error", None
+            report = add("error", task, executor, error_code=code)
+            outcome = "error"
         else:
             outcome, result = rng.choice(STATUSES), rng.randint(1, MAX_ID)
-            report = add("report", task, _reply("report", task, f"exec_{outcome}", **_ids(task), RESULT_ID=result,
-                                                STATUS=outcome), outcome=outcome, result=result)
+            report = add("report", task, executor, f"exec_{outcome}", {"STATUS": outcome}, outcome=outcome,
+                         result=result)
         score, verdict = CRITIC_RULE[outcome]
-        evaluation = add("evaluate", report,
-                         _message("evaluate", report.conv, report.turn + 1, who["critic"], report.dst, verdict,
-                                  **_ids(report), RESULT_ID=result, SCORE=score),
-                         me_default=cast.defaults)
+        evaluation = add("evaluate", report, who["critic"], verdict, {"SCORE": score}, me_default=cast.defaults)
         if verdict != "eval_retry":
-            move = "close" if verdict == "eval_pass" else "abort"
-            add(move, evaluation, _reply(move, evaluation, **_ids(evaluation)), executor=executor)
+            add("close" if verdict == "eval_pass" else "abort", evaluation, coordinator, executor=executor)
             return out
         if attempt == MAX_ATTEMPTS - 1:
             return out  # the generator stops here; the protocol would go on retrying
-        task = add("retry", evaluation,
-                   _message("retry", evaluation.conv, evaluation.turn + 1, evaluation.dst, executor,
-                            **_ids(evaluation)),
-                   executor=executor)
+        task = add("retry", evaluation, coordinator, executor=executor)
     return out

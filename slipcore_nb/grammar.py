@@ -30,7 +30,7 @@ MAX_STRING_CHARS = 64
 ROOT = "root"
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
     """A GBNF string literal; only backslash and double quote need escaping in our alphabet."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -58,28 +58,41 @@ def nslip_gbnf(max_int_digits: int | None = MAX_INT_DIGITS, max_string_chars: in
                if isinstance(hint, type) and issubclass(hint, IntEnum)}
     rules: dict[str, str] = {}
 
-    header = [_literal(START)]
+    header = [literal(START)]
     for i, (prefix, attr) in enumerate(HEADER_FIELDS.items()):
-        header.append(_literal((SEP if i else "") + prefix))
+        header.append(literal((SEP if i else "") + prefix))
         if attr in enum_of:
-            rules[attr] = " | ".join(_literal(to_base62(member.value)) for member in enum_of[attr])
+            rules[attr] = " | ".join(literal(to_base62(member.value)) for member in enum_of[attr])
             header.append(attr)
         else:
             header.append("int")
     slots = []
     for slot in SLOT_ORDER:
         name = "slot-" + slot.name.lower().replace("_", "-")
-        rules[name] = f"{_literal(SEP + slot.value)} value"
+        rules[name] = f"{literal(SEP + slot.value)} value"
         slots.append(f"{name}?")
-    rules = {ROOT: " ".join(header + slots + [_literal(END)]), **rules}
+    rules = {ROOT: " ".join(header + slots + [literal(END)]), **rules}
 
+    rules.update(value_rules(max_int_digits, max_string_chars))
+    return render(rules)
+
+
+def value_rules(max_int_digits: int | None = MAX_INT_DIGITS, max_string_chars: int | None = MAX_STRING_CHARS
+                ) -> dict[str, str]:
+    """The rules of a field value (``value``: ``int`` or ``string``), shared with the state grammar."""
     nonzero = BASE62_DIGITS[1:]
     most = None if max_int_digits is None else max_int_digits - 1
-    rules["value"] = "int | string"
-    rules["int"] = f"{_literal(BASE62_DIGITS[0])} | {_char_class(nonzero)} {_repeat(_char_class(BASE62_DIGITS), most)}"
     printable = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in (QUOTE, ESCAPE))
-    rules["string"] = f"{_literal(QUOTE)} {_repeat('string-char', max_string_chars)} {_literal(QUOTE)}"
-    rules["string-char"] = f"{_char_class(printable)} | {_literal(ESCAPE)} {_char_class(QUOTE + ESCAPE)}"
+    return {
+        "value": "int | string",
+        "int": f"{literal(BASE62_DIGITS[0])} | {_char_class(nonzero)} {_repeat(_char_class(BASE62_DIGITS), most)}",
+        "string": f"{literal(QUOTE)} {_repeat('string-char', max_string_chars)} {literal(QUOTE)}",
+        "string-char": f"{_char_class(printable)} | {literal(ESCAPE)} {_char_class(QUOTE + ESCAPE)}",
+    }
+
+
+def render(rules: dict[str, str]) -> str:
+    """GBNF text, one ``name ::= body`` line per rule (the first is the start rule)."""
     return "".join(f"{name} ::= {body}\n" for name, body in rules.items())
 
 

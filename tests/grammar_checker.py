@@ -34,8 +34,8 @@ class GrammarChecker:
         # Fail now, with llama.cpp's parser, if the grammar text itself is broken.
         self._free(self._new_sampler())
 
-    def _new_sampler(self):
-        sampler = self._lib.llama_sampler_init_grammar(self._vocab, self.gbnf.encode(), ROOT.encode())
+    def _new_sampler(self, gbnf: str | None = None):
+        sampler = self._lib.llama_sampler_init_grammar(self._vocab, (gbnf or self.gbnf).encode(), ROOT.encode())
         if not sampler:
             raise ValueError("llama.cpp rejected the GBNF grammar (see its log above)")
         return sampler
@@ -64,9 +64,10 @@ class GrammarChecker:
         self._lib.llama_sampler_apply(sampler, ctypes.byref(array))
         return candidate.logit != float("-inf")
 
-    def accepts(self, text: str) -> bool:
-        """True when llama.cpp's grammar engine admits exactly ``text`` as one complete message."""
-        sampler = self._new_sampler()
+    def accepts(self, text: str, gbnf: str | None = None) -> bool:
+        """True when llama.cpp's grammar engine admits exactly ``text`` as one complete message (under
+        ``gbnf`` when given, else the checker's grammar)."""
+        sampler = self._new_sampler(gbnf)
         try:
             for token in self.tokens(text):
                 if not self._allowed(sampler, token):
