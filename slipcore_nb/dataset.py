@@ -9,6 +9,10 @@ Each example is ``{"role", "input", "target"}``, the guide's format. Two held-ou
 - ``eval_served``: the same exchanges as ``eval_unseen``, in the short form served agents use
   (:func:`~slipcore_nb.instructions.served_instruction`; a share of ``train`` is in that form too), so a
   serving benchmark can compare the two forms on the same messages.
+- ``eval_guide``: the guide's one-line style (``You are a planner agent. Goal[1]: Add rate limiting.
+  Respond with nSLIP.`` and its siblings for every role and move,
+  :func:`~slipcore_nb.instructions.guide_instruction`), on goals no other split uses; its first row is
+  the guide's own prompt. No training example is worded this way.
 
 Run ``python -m slipcore_nb.dataset --out data/finetune`` to regenerate the committed files; with
 the default arguments the output is byte-for-byte what is in the repository.
@@ -21,13 +25,13 @@ import json
 import random
 from pathlib import Path
 
-from .conversations import ROLES, all_goal_texts, conversation
-from .instructions import instruction, served_instruction
+from .conversations import GUIDE_ANSWER, GUIDE_PROMPT, ROLES, all_goal_texts, conversation
+from .instructions import guide_instruction, instruction, served_instruction
 from .protocol import NSlipError, decode, encode
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "finetune"
 FIELDS = ("role", "input", "target")
-SPLITS = ("train", "eval", "eval_unseen", "eval_served")
+SPLITS = ("train", "eval", "eval_unseen", "eval_served", "eval_guide")
 HEADLINE_SPLIT = "eval_unseen"
 DEFAULT_SEED = 42
 DEFAULT_CONVERSATIONS = 760
@@ -76,7 +80,21 @@ def build_splits(
                                                   "target": target})
         if name == "train":
             rng.shuffle(splits["train"])  # roles interleaved, so any prefix of train is a fair sample
+    splits["eval_guide"] = guide_split(seed, num_conversations, eval_conversations)
     return splits
+
+
+def guide_split(seed: int, num_conversations: int, eval_conversations: int) -> list[dict[str, str]]:
+    """The guide's prompt, then ``eval_conversations`` conversations in its style, on goals no other split
+    draws (its own random stream, so the other splits stay as they were)."""
+    rng = random.Random(f"{seed}:eval_guide")
+    goals = _guide_goals(rng, _split_goals(random.Random(seed), num_conversations, eval_conversations),
+                         eval_conversations)
+    rows = [{"role": "planner", "input": GUIDE_PROMPT, "target": GUIDE_ANSWER}]
+    for goal in goals:
+        rows += [{"role": exchange.role, "input": guide_instruction(exchange, rng), "target": encode(exchange.target)}
+                 for exchange in conversation(rng, goal)]
+    return rows
 
 
 def situation(exchange) -> str:
@@ -94,12 +112,19 @@ def _split_goals(rng: random.Random, num_conversations: int, eval_conversations:
             "eval_unseen": chosen[eval_conversations:2 * eval_conversations]}
 
 
+def _guide_goals(rng: random.Random, taken: dict[str, list[str]], count: int) -> list[str]:
+    """``count`` goal texts that no split of ``taken`` uses."""
+    used = {goal for goals in taken.values() for goal in goals}
+    return rng.sample([goal for goal in all_goal_texts() if goal not in used], count)
+
+
 def held_out_goals(split: str = HEADLINE_SPLIT) -> list[str]:
     """The committed dataset's goal texts of a held-out split: goals no training example mentions."""
-    if split == "train":
-        raise ValueError("held_out_goals is for the held-out splits: eval, eval_unseen or eval_served")
-    rng = random.Random(DEFAULT_SEED)
-    goals = _split_goals(rng, DEFAULT_CONVERSATIONS, DEFAULT_EVAL_CONVERSATIONS)
+    if split not in SPLITS or split == "train":
+        raise ValueError(f"held_out_goals is for the held-out splits {SPLITS[1:]}, got {split!r}")
+    goals = _split_goals(random.Random(DEFAULT_SEED), DEFAULT_CONVERSATIONS, DEFAULT_EVAL_CONVERSATIONS)
+    if split == "eval_guide":
+        return _guide_goals(random.Random(f"{DEFAULT_SEED}:eval_guide"), goals, DEFAULT_EVAL_CONVERSATIONS)
     return goals["eval_unseen" if split == "eval_served" else split]
 
 
@@ -153,12 +178,17 @@ def load_split(name: str, data_dir: str | Path | None = None) -> list[dict[str, 
 
 
 def load_or_build(data_dir: str | Path | None = None) -> dict[str, list[dict[str, str]]]:
-    """Every split from ``data_dir``; missing files are regenerated there with the default arguments."""
+    """Every split from ``data_dir``; a missing split file is generated there with the default arguments.
+
+    Files that exist are read, never rewritten: a user's own ``train.jsonl`` stays theirs.
+    """
     data_dir = Path(data_dir or DATA_DIR)
-    if not all((data_dir / f"{name}.jsonl").exists() for name in SPLITS):
-        for name, examples in build_splits().items():
-            write_jsonl(data_dir / f"{name}.jsonl", examples)
-        print(f"regenerated the dataset in {data_dir}")
+    missing = [name for name in SPLITS if not (data_dir / f"{name}.jsonl").exists()]
+    if missing:
+        built = build_splits()
+        for name in missing:
+            write_jsonl(data_dir / f"{name}.jsonl", built[name])
+        print(f"generated {', '.join(f'{name}.jsonl' for name in missing)} in {data_dir} (the default dataset)")
     return {name: load_split(name, data_dir) for name in SPLITS}
 
 

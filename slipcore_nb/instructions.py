@@ -260,3 +260,38 @@ def served_instruction(exchange: Exchange) -> str:
     if exchange.move in SERVED_FACTS:
         parts.append(SERVED_FACTS[exchange.move].format(**facts))
     return " ".join(parts)
+
+
+# The guide's one-line style, "You are a planner agent. Goal[1]: Add rate limiting. Respond with nSLIP.",
+# for every move: ids as Name[value], as the guide writes the goal's; held out, never in training.
+GUIDE_FACTS = {
+    "open": "Conversation[{conv}]. Planner[{planner}]. Task[{task}].", "ask": "Question: {question}?",
+    "decline": "Decline: {reason}.", "commit": "Do it yourself.", "answer": "Answer: {answer}.",
+    "dispatch": "Executor[{executor}]. Subtask[{subtask}].", "accept": "Started, no result yet.",
+    "busy": "You are busy.", "report": "Outcome: {outcome}. Result[{result}].", "error": "Error: {error_code}.",
+    "close": "Executor[{executor}].", "retry": "Executor[{executor}].", "abort": "Executor[{executor}].",
+}
+
+
+def guide_instruction(exchange: Exchange, rng: random.Random) -> str:
+    """The exchange in the guide's one-line style: role (with its id where nothing implies it), the
+    goal as ``Goal[N]``, the facts as ``Name[value]`` (left out where SLIPCore's defaults apply, as the
+    guide's own prompt leaves them), the incoming message, then "Respond with nSLIP."."""
+    role, facts = exchange.role, exchange.facts
+    article = "an" if role[0] in "aeiou" else "a"
+    states_id = not _own_id_is_implied(exchange) or rng.random() < 0.5
+    parts = [f"You are {role} agent {to_base62(exchange.me)}." if states_id else f"You are {article} {role} agent.",
+             f"Goal[{to_base62(facts['goal_id'])}]: {facts['goal_text']}."]
+    values = {key: to_base62(value) if type(value) is int else value for key, value in facts.items()}
+    values.update(question=QUESTIONS.pick(rng, True), reason=REASONS.pick(rng, True), answer=ANSWERS.pick(rng, True))
+    defaults = facts.get("defaults") and exchange.move in ("open", "close", "retry", "abort")
+    if exchange.move in GUIDE_FACTS and not defaults:
+        parts.append(GUIDE_FACTS[exchange.move].format(**values))
+    elif exchange.move == "open" and facts["task"] != DEFAULT_TASK:
+        parts.append(f"Task[{values['task']}].")
+    if exchange.move == "open" and not facts["priority_default"]:
+        parts.append(f"Priority[{values['priority']}].")
+    if exchange.incoming is not None:
+        parts.append(f"Incoming: {encode(exchange.incoming)}")
+    parts.append("Respond with nSLIP.")
+    return " ".join(parts)

@@ -222,12 +222,13 @@ class TrainResult:
 
 
 def run_metrics(model_name: str, backend: str, config: TrainConfig, result: TrainResult, before, after,
-                eval_split: str, after_seen_wording=None) -> dict:
+                eval_split: str, after_seen_wording=None, after_guide_style=None) -> dict:
     """The record of one run that notebook 05 and the README quote (``train_metrics.json``).
 
     ``before`` and ``after`` are :class:`~slipcore_nb.evaluate.EvalReport` s on the first examples of
     ``eval_split``; 05 re-scores the exported model on the same ones, so split and count are kept.
-    ``after_seen_wording``, where given, scores held-out goals in the training wording. A run whose
+    ``after_seen_wording``, where given, scores held-out goals in the training wording, and
+    ``after_guide_style`` the guide's one-line style (``eval_guide``). A run whose
     weights were split across processes (FSDP, ZeRO-3) could not score itself: ``None`` for both.
     """
     return {
@@ -238,6 +239,7 @@ def run_metrics(model_name: str, backend: str, config: TrainConfig, result: Trai
         "loss_history": result.loss_history,
         "before": before.summary() if before else None, "after": after.summary() if after else None,
         **({"after_seen_wording": after_seen_wording.summary()} if after_seen_wording else {}),
+        **({"after_guide_style": after_guide_style.summary()} if after_guide_style else {}),
     }
 
 

@@ -181,7 +181,7 @@ def test_every_target_follows_the_conversation_grammar(committed):
         if incoming is None:
             assert move_of(target) in ("open", "plan") and target.turn == (1 if move.role == "coordinator" else 2)
             continue
-        assert f"{incoming.act.name}/{incoming.frame.name}" in move.answers
+        assert (incoming.act, incoming.frame) in move.answers
         assert (target.conv, target.turn) == (incoming.conv, incoming.turn + 1)
         for slot in (Slot.GOAL_ID, Slot.TASK_ID, Slot.PARENT_TASK_ID):
             if move_of(target) != "dispatch":
@@ -239,6 +239,29 @@ def test_missing_split_says_how_to_make_it(tmp_path):
 def test_load_or_build_regenerates_missing_files(tmp_path, committed):
     assert load_or_build(tmp_path) == committed
     assert (tmp_path / "eval_unseen.jsonl").read_bytes() == (DATA_DIR / "eval_unseen.jsonl").read_bytes()
+
+
+def test_load_or_build_keeps_a_users_own_split_and_adds_only_what_is_missing(tmp_path, committed):
+    mine = [dict(GOOD)]
+    write_jsonl(tmp_path / "train.jsonl", mine)
+    before = (tmp_path / "train.jsonl").read_bytes()
+    splits = load_or_build(tmp_path)
+    assert (tmp_path / "train.jsonl").read_bytes() == before and splits["train"] == mine
+    assert {name: splits[name] for name in SPLITS if name != "train"} == {
+        name: committed[name] for name in SPLITS if name != "train"}
+
+
+def test_the_guide_style_split_is_held_out_and_opens_with_the_guides_prompt(committed):
+    guide = committed["eval_guide"]
+    assert guide[0] == {"role": "planner", "input": GUIDE_PROMPT, "target": GUIDE_ANSWER}
+    assert {row["role"] for row in guide} == set(ROLES) and len(guide) > 150
+    assert all(row["input"].startswith("You are ") and row["input"].endswith(" Respond with nSLIP.") for row in guide)
+    train_text = "\n".join(row["input"] for row in committed["train"])
+    goals = held_out_goals("eval_guide")
+    assert not any(goal in train_text for goal in goals)
+    assert not set(goals) & (set(held_out_goals("eval")) | set(held_out_goals("eval_unseen")))
+    assert {row["input"] for row in guide}.isdisjoint(row["input"] for row in committed["train"])
+    assert any("Incoming: @" in row["input"] for row in guide if row["role"] == "executor")
 
 
 def test_readme_documents_the_conversation_grammar():
