@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from slipcore_nb import whole_files
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 WORK_DIR = BENCH_DIR / ".work"  # adapters, merged folders, GGUFs: large, git-ignored
@@ -90,8 +92,8 @@ def header(module: str) -> dict:
 def write_results(out_dir: Path, name: str, data: dict, markdown: str) -> tuple[Path, Path]:
     """``{name}.json`` (everything) and ``{name}.md`` (the table for the README)."""
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    md_path.write_text(markdown.rstrip() + "\n")
+    whole_files.write_text(json_path, json.dumps(data, indent=2, default=str) + "\n")
+    whole_files.write_text(md_path, markdown.rstrip() + "\n")
     print(f"wrote {json_path}\nwrote {md_path}")
     return json_path, md_path
 

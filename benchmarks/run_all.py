@@ -1,6 +1,6 @@
 """Every benchmark, one after another, each in its own process (``make bench``).
 
-    python -m benchmarks.run_all [--quick] [--only token_economics,quality_curve,speed]
+    python -m benchmarks.run_all [--quick] [--only token_economics,quality_curve,speed,reliability]
 
 Order matters: ``quality_curve`` keeps its trained adapter, which ``speed`` then exports and serves
 (unless notebooks 03-04 already exported a model of the same name). Each benchmark runs in a fresh
@@ -19,7 +19,7 @@ import time
 from .common import REPO, finish, header, results_dir
 
 MODULE = "benchmarks.run_all"
-BENCHMARKS = ("token_economics", "quality_curve", "speed")
+BENCHMARKS = ("token_economics", "quality_curve", "speed", "reliability")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     passed = {"quality_curve": [*(["--eval-limit", str(args.eval_limit)] if args.eval_limit else []),
                                 *(["--rank-steps", str(args.rank_steps)] if args.rank_steps else [])]}
-    selected = [b for b in BENCHMARKS if not args.only or b in args.only.split(",")]
+    asked = [name.strip() for name in args.only.split(",")] if args.only is not None else list(BENCHMARKS)
+    unknown = [name for name in asked if name not in BENCHMARKS]
+    if unknown or not asked:
+        parser.error(f"--only {args.only!r}: {', '.join(unknown) or 'nothing'} is not one of {', '.join(BENCHMARKS)}")
+    selected = [b for b in BENCHMARKS if b in asked]
     out = results_dir(args.quick)
     data = header(MODULE)
     data["runs"] = {}

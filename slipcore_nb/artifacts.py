@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from . import whole_files
+
 REPO = Path(__file__).resolve().parent.parent
 
 # artifact name -> the notebook that writes it
@@ -39,20 +41,34 @@ def cache_root() -> Path:
     return Path(os.environ.get("SLIPCORE_CACHE") or Path.home() / ".cache" / "slipcore_nb")
 
 
+def _folder_from(variable: str, default: Path | None) -> Path | None:
+    """The folder a variable names (``~`` expanded), created on demand; an error names the variable."""
+    raw = os.environ.get(variable)
+    if not raw:
+        if default is None:
+            return None
+        path = default
+    else:
+        path = Path(raw).expanduser()
+    path = path.resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"{variable}={raw!r}: {path} is a file, not a folder; point {variable} at a folder"
+                                 ) from None
+    except PermissionError:
+        raise PermissionError(f"{variable}={raw!r}: cannot create {path} (permission denied)") from None
+    return path
+
+
 def output_dir() -> Path:
     """``SLIPCORE_OUTPUT_DIR`` or ``outputs/`` at the repository root (created on demand)."""
-    path = Path(os.environ.get("SLIPCORE_OUTPUT_DIR") or REPO / "outputs").resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder_from("SLIPCORE_OUTPUT_DIR", REPO / "outputs")
 
 
 def scratch_dir() -> Path | None:
     """``SLIPCORE_SCRATCH``: machine-local disk for big intermediates (created on demand), or None."""
-    if not os.environ.get("SLIPCORE_SCRATCH"):
-        return None
-    path = Path(os.environ["SLIPCORE_SCRATCH"]).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder_from("SLIPCORE_SCRATCH", None)
 
 
 def path(name: str) -> Path:
@@ -71,10 +87,15 @@ def require(name: str) -> Path:
 
 
 def save_json(name: str, data: dict) -> Path:
-    target = path(name)
-    target.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return target
+    """Artifact ``name`` as JSON, written whole or not at all (a value JSON cannot hold fails first)."""
+    return whole_files.write_text(path(name), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def load_json(name: str) -> dict:
-    return json.loads(require(name).read_text())
+    """Artifact ``name``; a damaged file names its path and the notebook that rewrites it."""
+    found = require(name)
+    try:
+        return json.loads(found.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{found} is not valid JSON ({err}): run notebooks/{PRODUCERS[name]}.ipynb again "
+                         "to rewrite it") from None

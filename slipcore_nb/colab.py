@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Mapping, MutableMapping
 
+from . import whole_files
 from .models import COLAB_MARKERS, SMOLLM2_PACKAGE, default_model  # torch-free: models imports torch only inside functions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -575,7 +576,7 @@ def write_first_cells(folder: Path = REPO / "notebooks") -> list[Path]:
         lines = first_cell(name).splitlines(keepends=True)
         if cell["source"] != lines:
             cell["source"] = lines
-            path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+            whole_files.write_text(path, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
             changed.append(path)
     return changed
 

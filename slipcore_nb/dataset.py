@@ -25,6 +25,7 @@ import json
 import random
 from pathlib import Path
 
+from . import whole_files
 from .conversations import GUIDE_ANSWER, GUIDE_PROMPT, ROLES, all_goal_texts, conversation
 from .instructions import guide_instruction, instruction, served_instruction
 from .protocol import NSlipError, decode, encode
@@ -129,20 +130,38 @@ def held_out_goals(split: str = HEADLINE_SPLIT) -> list[str]:
 
 
 def write_jsonl(path: str | Path, examples: list[dict[str, str]]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        for ex in examples:
-            f.write(json.dumps({key: ex[key] for key in FIELDS}, ensure_ascii=False) + "\n")
+    """Every example validated as :func:`read_jsonl` would read it back, then the file written whole
+    (a refused example or a failed write leaves the file that was there)."""
+    lines = []
+    for index, example in enumerate(examples):
+        if not isinstance(example, dict):
+            raise DatasetError(f"{path}: example {index} is a {type(example).__name__}, not a dict")
+        missing = [key for key in FIELDS if key not in example]
+        if missing:
+            raise DatasetError(f"{path}: example {index} has no field {missing[0]!r}")
+        line = json.dumps({key: example[key] for key in FIELDS}, ensure_ascii=False)
+        _validated(line, f"{path}: example {index}")
+        lines.append(line + "\n")
+    try:
+        whole_files.write_text(path, "".join(lines))
+    except UnicodeEncodeError as err:
+        raise DatasetError(f"{path}: text that UTF-8 cannot hold ({err.reason} at character {err.start})") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, str]]:
     """Read and validate every line; the first bad line raises :class:`DatasetError` with file:line."""
     path = Path(path)
     examples = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DatasetError(f"{path}:{lineno}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})"
+                                   ) from None
             examples.append(_validated(line, f"{path}:{lineno}"))
+    if not examples:
+        raise DatasetError(f"{path}: no examples (an empty file)")
     return examples
 
 

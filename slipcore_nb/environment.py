@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from importlib import metadata
@@ -20,12 +21,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def env_number(name: str, default: float, cast=int):
-    """A number from the environment, or ``default``; a bad value names the variable."""
+def env_number(name: str, default: float, cast=int, minimum: float | None = None, maximum: float | None = None):
+    """A number from the environment, or ``default``; a value that is not a ``cast`` number, or lies
+    outside ``minimum``..``maximum``, raises an error naming the variable and what it allows."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
+    allowed = ("" if minimum is None else f"at least {minimum}") + (" and " if None not in (minimum, maximum) else "") + (
+        "" if maximum is None else f"at most {maximum}")
     try:
-        return cast(raw)
+        value = cast(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}; unset it or give a number") from None
+        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}; unset it or give a number"
+                         + (f" ({allowed})" if allowed else "")) from None
+    if not math.isfinite(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name}={raw!r} is out of range: it must be {allowed or 'a finite number'}")
+    return value

@@ -22,6 +22,7 @@ import typing
 from enum import IntEnum
 from pathlib import Path
 
+from . import whole_files
 from .protocol import BASE62_DIGITS, END, ESCAPE, HEADER_FIELDS, QUOTE, SEP, SLOT_ORDER, START, Message, to_base62
 
 # 62**11 > 2**64, so any 64-bit id fits; the bound also guarantees that sampling terminates.
@@ -98,7 +99,4 @@ def render(rules: dict[str, str]) -> str:
 
 def write_gbnf(path: str | Path, **bounds) -> Path:
     """Write the grammar to a ``.gbnf`` file (for ``llama-cli --grammar-file`` or a notebook to show)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(nslip_gbnf(**bounds))
-    return path
+    return whole_files.write_text(path, nslip_gbnf(**bounds))

@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import whole_files
 from .export import ExportError, eos_token
 from .prompts import PROMPT
 
@@ -68,7 +69,7 @@ def write_modelfile(gguf_path: str | Path, out_dir: str | Path | None = None, mo
     text = modelfile_text(ref(gguf_path), eos if eos is not None else eos_token(gguf_path),
                           ref(adapter) if adapter else None)
     modelfile = out / "Modelfile"
-    modelfile.write_text(text)
+    whole_files.write_text(modelfile, text)
     instruction = "You are the planner agent (id 2). Goal[1]: Add rate limiting. Respond with one nSLIP message."
     return OllamaRecipe(
         modelfile=modelfile,

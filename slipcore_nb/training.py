@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import time
+import urllib.parse
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import artifacts, distributed
+from . import artifacts, distributed, whole_files
 from .models import Hardware, LoadedModel, ModelSpec
 from .prompts import PROMPT
 
@@ -65,12 +65,21 @@ class TrainConfig:
             batch_size=spec.batch_size,
             grad_accum=spec.grad_accum,
             save_steps=min(spec.save_steps, max_steps),
-            output_dir=root / re.sub(r"[^A-Za-z0-9.-]+", "_", spec.name),
+            output_dir=root / run_folder_name(spec.name),
             warmup_steps=min(5, max_steps // 10),
             max_length=spec.max_seq_length,
             loraplus_lr_ratio=spec.loraplus_lr_ratio,
         )
         return replace(config, **overrides)
+
+
+def run_folder_name(model: str) -> str:
+    """The model's run folder under the checkpoints root: one name per model (``org/m`` and ``org_m``
+    differ), never a path (``/`` is escaped) and never ``.`` or ``..`` (a leading dot is escaped)."""
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"a model name is needed for its run folder, got {model!r}")
+    name = urllib.parse.quote(model, safe="")
+    return "%2E" + name[1:] if name.startswith(".") else name
 
 
 def prompt_completion_dataset(examples: list[dict], eos_token: str):
@@ -284,9 +293,12 @@ def start_run(config: TrainConfig, examples: list[dict], fresh: bool = False) ->
         left = "nothing left to train" if step >= config.max_steps else f"{config.max_steps - step} steps to go"
         return RunStart(checkpoint, f"Resuming {checkpoint} (same settings and data; {left}).")
     if folder.exists():
+        if any(folder.iterdir()) and not record.exists():
+            raise RuntimeError(f"{folder} holds files but no {RUN_RECORD}: it is not a run folder this project "
+                               "made, so it is left as it is; move it away or pick another output_dir")
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    record.write_text(json.dumps(settings, indent=1))
+    whole_files.write_text(record, json.dumps(settings, indent=1))
     return RunStart(None, f"Starting a fresh run in {folder}: {why}.")
 
 

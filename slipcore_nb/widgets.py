@@ -7,9 +7,12 @@ so a headless run and a user who never touches a slider train the same thing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .environment import env_number
+
+LR_RANGE = (1e-5, 1e-1)  # the learning-rate slider's ends; SLIPCORE_LR outside them is refused, not clamped
 
 @dataclass
 class TrainingSliders:
@@ -34,11 +37,9 @@ def training_sliders(default_steps: int, default_rank: int, default_lr: float) -
     """Sliders for one model; environment variables override the model's defaults."""
     import ipywidgets as w
 
-    steps = env_number("SLIPCORE_MAX_STEPS", default_steps)
-    rank = env_number("SLIPCORE_LORA_RANK", default_rank)
-    lr = env_number("SLIPCORE_LR", default_lr, float)
-    if steps < 1 or rank < 1:
-        raise ValueError(f"max steps ({steps}) and LoRA rank ({rank}) must be at least 1")
+    steps = env_number("SLIPCORE_MAX_STEPS", default_steps, minimum=1)
+    rank = env_number("SLIPCORE_LORA_RANK", default_rank, minimum=1)
+    lr = env_number("SLIPCORE_LR", default_lr, float, minimum=LR_RANGE[0], maximum=LR_RANGE[1])
     style = {"description_width": "120px"}
     layout = w.Layout(width="480px")
     return TrainingSliders(
@@ -46,7 +47,8 @@ def training_sliders(default_steps: int, default_rank: int, default_lr: float) -
                               description="max steps", style=style, layout=layout),
         lora_rank=w.IntSlider(value=rank, min=1, max=max(64, rank), step=1, description="LoRA rank",
                               style=style, layout=layout),
-        learning_rate=w.FloatLogSlider(value=lr, base=10, min=-5, max=-1, step=0.1,
+        learning_rate=w.FloatLogSlider(value=lr, base=10, min=math.log10(LR_RANGE[0]), max=math.log10(LR_RANGE[1]),
+                                       step=0.1,
                                        description="learning rate", readout_format=".1e",
                                        style=style, layout=layout),
     )
