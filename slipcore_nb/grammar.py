@@ -7,10 +7,11 @@ without leading zeros, and every slot value either such a number or a string quo
 ``\\\\`` and ``\\"`` escapes (the spec lets any slot hold either). A protocol change made in
 ``protocol.py`` changes the grammar with it.
 
-The grammar admits a subset of what :func:`~slipcore_nb.protocol.decode` accepts, on purpose:
-numbers have at most :data:`MAX_INT_DIGITS` digits and strings at most :data:`MAX_STRING_CHARS`
-printable ASCII characters, so every constrained generation ends within a bounded number of
-tokens and an answer stays one line (the prompt format stops at a newline).
+The grammar admits what :func:`~slipcore_nb.protocol.decode` accepts, with the codec's bounds
+(:data:`~slipcore_nb.protocol.MAX_INT_DIGITS` digits, :data:`~slipcore_nb.protocol.MAX_STRING_CHARS`
+characters, so every constrained generation ends within a bounded number of tokens), less one
+thing on purpose: its strings are printable ASCII, where ``decode`` also reads other printable
+Unicode (SLIPCore's reference encoder writes any text; the models here are taught ASCII).
 
 The tests check it with llama.cpp's own grammar engine (``tests/grammar_checker.py``), not with a
 second matcher written in Python.
@@ -23,11 +24,9 @@ from enum import IntEnum
 from pathlib import Path
 
 from . import whole_files
-from .protocol import BASE62_DIGITS, END, ESCAPE, HEADER_FIELDS, QUOTE, SEP, SLOT_ORDER, START, Message, to_base62
+from .protocol import (BASE62_DIGITS, END, ESCAPE, HEADER_FIELDS, MAX_INT_DIGITS, MAX_STRING_CHARS, QUOTE, SEP,
+                       SLOT_ORDER, START, Message, to_base62)
 
-# 62**11 > 2**64, so any 64-bit id fits; the bound also guarantees that sampling terminates.
-MAX_INT_DIGITS = 11
-MAX_STRING_CHARS = 64
 ROOT = "root"
 
 

@@ -12,8 +12,13 @@ writes: ints or strings in any slot, slots in any order. It is stricter than the
 on purpose, so a model that drifts is caught instead of silently read: the reference skips empty
 fields (``||``), reads an empty value as ``""`` or ``0``, lets a repeated field overwrite the first
 and strips whitespace around the message; here each is an error naming its position
-(:func:`extract` finds a message inside other text). It also reads ``|`` and ``#`` inside a quoted
-value, which the reference's ``split("|")`` cannot.
+(:func:`extract` finds a message inside other text, never inside another message's string). It also
+reads ``|`` and ``#`` inside a quoted value, which the reference's ``split("|")`` cannot.
+
+It accepts what the GBNF grammar (:mod:`slipcore_nb.grammar`) admits: numbers without a leading zero
+and of at most :data:`MAX_INT_DIGITS` digits, strings of at most :data:`MAX_STRING_CHARS` characters
+without control characters (a message is one line), so decoding takes time linear in the text. It
+is wider in one place: strings may hold printable non-ASCII characters, as the reference writes them.
 
 Everything else in the package (grammar, evaluation, dataset validation) is derived from the
 tables in this module, so a change to the protocol is made here once.
@@ -28,6 +33,10 @@ BASE62_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _DIGIT_VALUE = {ch: i for i, ch in enumerate(BASE62_DIGITS)}
 
 START, END, SEP, QUOTE, ESCAPE = "@", "#", "|", '"', "\\"
+# The bounds every message keeps, here and in the GBNF grammar (:mod:`slipcore_nb.grammar`): 62**11 > 2**64,
+# so any 64-bit id fits; they also bound a message's length, so decoding is linear and generation ends.
+MAX_INT_DIGITS = 11
+MAX_STRING_CHARS = 64
 
 
 class NSlipError(ValueError):
@@ -132,24 +141,47 @@ def quote(text: str) -> str:
 
 
 def encode(msg: Message) -> str:
-    """Canonical wire form: header a f c S d T, then slots in :data:`SLOT_ORDER`."""
+    """Canonical wire form: header a f c S d T, then slots in :data:`SLOT_ORDER`.
+
+    Takes what :func:`decode` gives back and nothing else: integers (not floats, bools or digit
+    strings) within :data:`MAX_INT_DIGITS` base62 digits, strings of at most :data:`MAX_STRING_CHARS`
+    characters without control characters; an error names the field it refuses.
+    """
     _check_enum(msg.act, Act, "act")
     _check_enum(msg.frame, Frame, "frame")
-    fields = [f"{prefix}{to_base62(int(getattr(msg, attr)))}" for prefix, attr in HEADER_FIELDS.items()]
+    unknown = [key for key in msg.slots if not isinstance(key, Slot)]
+    if unknown:
+        raise NSlipError(f"slots must be keyed by Slot, got {unknown!r}")
+    fields = [prefix + _int_text(getattr(msg, attr), attr) for prefix, attr in HEADER_FIELDS.items()]
     for slot in SLOT_ORDER:
         if slot not in msg.slots:
             continue
         value = msg.slots[slot]
         if isinstance(value, str):
+            _check_string(value, f"slot {slot.name}")
             fields.append(slot.value + quote(value))
-        elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            fields.append(slot.value + to_base62(value))
         else:
-            raise NSlipError(f"slot {slot.name} needs a non-negative int or a str, got {value!r}")
-    unknown = [key for key in msg.slots if not isinstance(key, Slot)]
-    if unknown:
-        raise NSlipError(f"slots must be keyed by Slot, got {unknown!r}")
+            fields.append(slot.value + _int_text(value, f"slot {slot.name}", "or a str"))
     return START + SEP.join(fields) + END
+
+
+def _int_text(value, field: str, other: str = "") -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value >= 62**MAX_INT_DIGITS:
+        raise NSlipError(f"{field} needs a non-negative int below 62**{MAX_INT_DIGITS}{' ' + other if other else ''}, "
+                         f"got {value!r}")
+    return to_base62(value)
+
+
+def _check_string(value: str, field: str) -> None:
+    if len(value) > MAX_STRING_CHARS:
+        raise NSlipError(f"{field}: a string of {len(value)} characters, at most {MAX_STRING_CHARS}")
+    bad = next((ch for ch in value if _is_control(ch)), None)
+    if bad is not None:
+        raise NSlipError(f"{field}: control character {bad!r} in a string (one message is one line of text)")
+
+
+def _is_control(ch: str) -> bool:
+    return ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) < 0xE000
 
 
 def _check_enum(value, enum_cls, name: str) -> None:
@@ -242,9 +274,13 @@ class _Parser:
             ch = self.text[self.pos]
             if ch not in _DIGIT_VALUE:
                 raise self.fail(f"bad base62 digit {ch!r} in field '{prefix}'")
+            if self.pos - start == MAX_INT_DIGITS:
+                raise self.fail(f"number in field '{prefix}' longer than {MAX_INT_DIGITS} digits", start)
             self.pos += 1
         if self.pos == start:
             raise self.fail(f"empty field '{prefix}': a value is required")
+        if self.text[start] == BASE62_DIGITS[0] and self.pos - start > 1:
+            raise self.fail(f"leading zero in field '{prefix}' (numbers are written without one)", start)
         return from_base62(self.text[start : self.pos])
 
     def read_string(self, prefix: str) -> str:
@@ -267,6 +303,10 @@ class _Parser:
                     raise self.fail(f"bad escape '\\{escaped}' in string (only \\\\ and \\\")", self.pos - 1)
                 self.pos += 1
                 ch = escaped
+            elif _is_control(ch):
+                raise self.fail(f"control character {ch!r} in the string of field '{prefix}'", self.pos - 1)
+            if len(out) == MAX_STRING_CHARS:
+                raise self.fail(f"string in field '{prefix}' longer than {MAX_STRING_CHARS} characters", open_at)
             out.append(ch)
         after = self.peek()
         if after is not None and after not in (SEP, END):
@@ -291,10 +331,12 @@ def extract(text: str) -> Message | None:
     """The first well-formed message inside ``text`` (model output with prose, whitespace), else None."""
     pos = text.find(START)
     while pos != -1:
+        parser = _Parser(text, pos)
         try:
-            return _Parser(text, pos).parse()
+            return parser.parse()
         except NSlipError:
-            pos = text.find(START, pos + 1)
+            # Resume where the attempt failed: what it read (numbers, quoted strings) holds no message.
+            pos = text.find(START, max(pos + 1, parser.pos))
     return None
 
 

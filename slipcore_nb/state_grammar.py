@@ -20,8 +20,9 @@ the same text (a test holds the two engines to the same verdicts).
 from __future__ import annotations
 
 from .conversations import BY_TAG, MOVES, ProtocolError, fixed_fields, legal_moves
-from .grammar import MAX_INT_DIGITS, MAX_STRING_CHARS, ROOT, literal, render, value_rules
-from .protocol import END, HEADER_FIELDS, SEP, START, Message, Slot, quote, to_base62
+from .grammar import ROOT, literal, render, value_rules
+from .protocol import (END, HEADER_FIELDS, MAX_INT_DIGITS, MAX_STRING_CHARS, SEP, START, Message, Slot, quote,
+                       to_base62)
 
 
 def _wire(value: int | str) -> str:

@@ -16,10 +16,11 @@ import pytest
 from slipcore_nb import export
 from slipcore_nb.dataset import load_split
 from grammar_checker import GrammarChecker
-from slipcore_nb.grammar import MAX_INT_DIGITS, MAX_STRING_CHARS, nslip_gbnf, write_gbnf
+from slipcore_nb.grammar import nslip_gbnf, write_gbnf
 from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
-from slipcore_nb.protocol import Act, Frame, Message, Slot, decode, encode, to_base62
+from slipcore_nb.protocol import (MAX_INT_DIGITS, MAX_STRING_CHARS, Act, Frame, Message, NSlipError, Slot, decode, encode,
+                                  to_base62)
 from slipcore_nb.serve import load_llama
 from slipcore_nb.tiny import build_tiny
 
@@ -71,6 +72,22 @@ def _tagged(tag: str) -> str:
 CANONICAL = _canonical_messages()
 
 
+def _mutated(count: int = 600) -> list[str]:
+    """Canonical messages with one character deleted, inserted or replaced (seeded): near misses."""
+    rng = random.Random(1)
+    alphabet = "0123456789AZaz@#|\"\\ afcSdTgkprqsuet\n\x01"
+    texts = []
+    for _ in range(count):
+        wire = rng.choice(CANONICAL[:100] + TARGETS[:100])
+        i = rng.randrange(len(wire))
+        ch = rng.choice(alphabet)
+        texts.append(rng.choice([wire[:i] + wire[i + 1:], wire[:i] + ch + wire[i:], wire[:i] + ch + wire[i + 1:]]))
+    return texts
+
+
+MUTATED = _mutated()
+
+
 def _verdicts_in_llama_cpp(gguf, texts: list[str]) -> dict[str, bool]:
     checker = GrammarChecker(gguf)
     try:
@@ -88,7 +105,7 @@ def gguf(tmp_path_factory):
 @pytest.fixture(scope="module")
 def admitted(gguf):
     """llama.cpp's verdict on every text these tests ask about, from one child process."""
-    texts = TARGETS + CANONICAL + [text for text, _ in MALFORMED] + [_tagged(tag) for tag in WIRE_TAGS]
+    texts = TARGETS + CANONICAL + [text for text, _ in MALFORMED] + [_tagged(tag) for tag in WIRE_TAGS] + MUTATED
     return run_in_child(_verdicts_in_llama_cpp, gguf, texts, what=f"llama.cpp's grammar engine on {gguf.name}")
 
 
@@ -124,6 +141,20 @@ def test_grammar_is_built_from_the_protocol_tables():
     assert order == sorted(order)
     assert 'slot-status ::= "|u" value\n' in text and "value ::= int | string\n" in text  # either type, any slot
     assert nslip_gbnf(max_int_digits=None, max_string_chars=None).count("{0,") == 0
+
+
+def test_the_codec_reads_exactly_what_the_grammar_admits(admitted):
+    """On ASCII text the grammar admits a message iff decode reads it and it is canonical (decode also
+    reads slots in any order, as SLIPCore's reference writes them; re-encoding puts them in order)."""
+    def canonical(text: str) -> bool:
+        try:
+            return encode(decode(text)) == text
+        except NSlipError:
+            return False
+
+    texts = MUTATED + CANONICAL + [text for text, _ in MALFORMED]
+    disagree = [text for text in texts if admitted[text] != canonical(text)]
+    assert disagree == [] and 50 < sum(admitted[t] for t in MUTATED) < len(MUTATED) - 50
 
 
 def test_every_dataset_target_is_admitted(admitted):

@@ -102,6 +102,13 @@ REJECTIONS = [
     ('@a4|f1|c1|S1|d0|T2## ', 19, "text after closing '#'"),
     (' @a4|f1|c1|S1|d0|T2#', 0, "must start with '@'"),
     ('@a4 |f1|c1|S1|d0|T2#', 3, "bad base62 digit ' '"),
+    ('@a4|f1|c01|S1|d0|T2#', 8, "leading zero in field 'c'"),
+    ('@a4|f1|c1|S1|d0|T2|g00#', 20, "leading zero in field 'g'"),
+    ('@a4|f1|c1|S1|d0|T' + "z" * 12 + '#', 17, "longer than 11 digits"),
+    ('@a4|f1|c1|S1|d0|T2|g' + "1" * 100_000 + '#', 20, "longer than 11 digits"),
+    ('@a4|f1|c1|S1|d0|T2|t"a\nb"#', 22, "control character '\\n'"),
+    ('@a4|f1|c1|S1|d0|T2|t"a\x00b"#', 22, "control character '\\x00'"),
+    ('@a4|f1|c1|S1|d0|T2|t"' + "x" * 65 + '"#', 20, "longer than 64 characters"),
 ]
 
 
@@ -136,6 +143,32 @@ def test_encode_rejects_invalid_messages(bad):
         encode(bad)
 
 
+@pytest.mark.parametrize("field, value, says", [
+    ("conv", 1.9, "conv needs a non-negative int"), ("turn", True, "turn needs a non-negative int"),
+    ("src", "5", "src needs a non-negative int"), ("dst", 62**11, "dst needs a non-negative int below 62**11"),
+    ("slots", {Slot.TASK_ID: 2.0}, "slot TASK_ID needs a non-negative int below 62**11 or a str"),
+    ("slots", {Slot.TAG: "line\nbreak"}, "slot TAG: control character"),
+    ("slots", {Slot.STATUS: "x" * 65}, "slot STATUS: a string of 65 characters, at most 64"),
+])
+def test_encode_takes_integers_only_and_names_the_field(field, value, says):
+    message = Message(conv=1, turn=2, src=1, dst=0, act=Act.PROPOSE, frame=Frame.PLAN)
+    setattr(message, field, value)
+    with pytest.raises(NSlipError, match=re.escape(says)):
+        encode(message)
+
+
+def test_decode_reads_printable_unicode_in_strings_as_the_reference_writes_it():
+    assert decode('@a4|f1|c1|S1|d0|T2|t"café ✓"#').slots[Slot.TAG] == "café ✓"
+
+
+def test_extract_never_finds_a_message_inside_a_string():
+    hidden = '@a4|f1|c1|S1|d0|T2|t"quoting @a1|f2|c1|S2|d0|T3#'
+    assert extract(hidden) is None
+    after = '@a1|f2|c1|S2|d0|T4#'  # the first message breaks after its string; the next one is found
+    assert extract(hidden + '" then ' + after) == decode(after)
+    assert extract('@a4|f1|c1|S1|d0|T2|t"x"!' + " then " + PLAN) == decode(PLAN)
+
+
 def test_extract_finds_the_first_well_formed_message_in_prose():
     text = 'Sure! The reply is @oops then\n  ' + PLAN + ' and also @a1|f2|c1|S2|d0|T3#.'
     assert extract(text) == decode(PLAN)
@@ -151,7 +184,7 @@ def test_is_valid():
 # ---------------------------------------------------------------------------- properties
 
 ids = st.integers(min_value=0, max_value=62 ** 4)
-tags = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+tags = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=20)
 
 
 @st.composite
