@@ -62,6 +62,10 @@ class CompletionsClient:
     def request_body(self, prompt: str, max_tokens: int = 96, grammar: str | None = None,
                      temperature: float = 0.0, stop: list[str] | None = None, **extra) -> dict:
         """The JSON body sent for one prompt (greedy by default, stopping where the prompt format ends)."""
+        if isinstance(stop, str) or not (stop is None or all(isinstance(item, str) for item in stop)):
+            raise TypeError(f"stop must be a list of strings (e.g. ['###']), got {stop!r}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
         body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
                 "stop": list(PROMPT.extra_stops if stop is None else stop), **self.extra, **extra}
         if grammar is not None:

@@ -8,6 +8,7 @@ llama.cpp fallback in :mod:`slipcore_nb.serve` use exactly what Ollama would.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,14 @@ def _modelfile_quote(value: str) -> str:
 
 
 def modelfile_text(gguf: str, eos: str | None, adapter: str | None = None) -> str:
-    """The Modelfile: FROM the GGUF (+ ADAPTER), TEMPLATE and stops from :data:`PROMPT`, temperature 0."""
+    """The Modelfile: FROM the GGUF (+ ADAPTER), TEMPLATE and stops from :data:`PROMPT`, temperature 0.
+
+    A path is written bare (Ollama reads FROM and ADAPTER to the end of the line), so one holding a
+    line break, which would start a command of its own, is refused."""
+    for what, path in (("GGUF", gguf), ("adapter", adapter)):
+        if path is not None and any(ch in str(path) for ch in "\r\n"):
+            raise ExportError(f"the {what} path {str(path)!r} holds a line break, which would add a line to the "
+                              "Modelfile; rename the file or folder")
     lines = [f"FROM {gguf}"]
     if adapter:
         lines.append(f"ADAPTER {adapter}")
@@ -102,15 +110,18 @@ def parse_modelfile(text: str) -> list[tuple[str, str]]:
             pos += 1
         name = text[start:pos].lower()
         if name not in {"from", "adapter", "template", "system", "parameter"} or pos >= n or text[pos] not in " \t":
-            raise ExportError(f"Modelfile: bad command at offset {start}.")
+            raise ExportError(f"Modelfile line {_line(text, start)}: {text[start:pos + 1].strip()!r} is not a command "
+                              "it supports (FROM, ADAPTER, TEMPLATE, SYSTEM, PARAMETER) followed by a space")
         pos += 1
         if name == "parameter":
             start = pos
             while pos < n and (text[pos].isalnum() or text[pos] == "_"):
                 pos += 1
+            if pos == start or pos >= n or text[pos] not in " \t":  # Ollama: a name, a space, then its value
+                raise ExportError(f"Modelfile line {_line(text, start)}: PARAMETER needs a name, a space and a value")
             name = text[start:pos]
             pos += 1
-        buffer = ""
+        buffer, value_start = "", pos
         while True:  # a value ends at a newline (or the end) once its quotes are closed
             ch = text[pos] if pos < n else None
             if ch is None or ch in "\r\n":
@@ -119,10 +130,15 @@ def parse_modelfile(text: str) -> list[tuple[str, str]]:
                     commands.append((name, value))
                     break
                 if ch is None:
-                    raise ExportError("Modelfile: unterminated quoted value.")
+                    raise ExportError(f"Modelfile line {_line(text, value_start)}: a quoted value is never closed "
+                                      "(it runs to the end of the file)")
             buffer += ch
             pos += 1
     return commands
+
+
+def _line(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
 
 
 def _modelfile_unquote(value: str) -> tuple[str, bool]:
@@ -133,6 +149,12 @@ def _modelfile_unquote(value: str) -> tuple[str, bool]:
     return value, True
 
 
+PROMPT_ACTION = re.compile(r"\{\{-?\s*\.Prompt\s*-?\}\}")  # Go template: {{ .Prompt }}, {{.Prompt}}, {{- .Prompt -}}
+
+
 def render_template(template: str, prompt: str) -> str:
-    """What Ollama sends the model for ``/api/generate``: the template with ``{{ .Prompt }}`` filled in."""
-    return template.replace("{{ .Prompt }}", prompt)
+    """What Ollama sends the model for ``/api/generate``: the template with its ``{{ .Prompt }}`` filled in
+    (Go's spacing variants too; the trim markers ``{{-``/``-}}`` are not applied)."""
+    if not PROMPT_ACTION.search(template):
+        raise ExportError(f"the TEMPLATE {template!r} has no {{{{ .Prompt }}}}: the prompt would never reach the model")
+    return PROMPT_ACTION.sub(lambda _: prompt, template)

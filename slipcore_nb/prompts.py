@@ -26,6 +26,8 @@ class PromptFormat:
 
     def completion(self, target: str, eos_token: str) -> str:
         """What the model learns to produce after :meth:`prompt` (the loss is taken on this only)."""
+        if not isinstance(eos_token, str):  # "" is text without an end (a tokenizer's corpus); None is a bug
+            raise ValueError(f"eos_token must be the tokenizer's end-of-sequence text, got {eos_token!r}")
         return f"{target}{eos_token}"
 
     def training_text(self, instruction: str, target: str, eos_token: str) -> str:

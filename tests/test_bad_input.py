@@ -5,6 +5,7 @@ the file, example or variable, and the good file is byte for byte what it was.
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,59 @@ def test_run_all_refuses_an_unknown_benchmark_and_writes_nothing(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2 and "bogus is not one of" in done.stderr
     assert (summary.read_bytes() if summary.exists() else None) == before
+
+
+@pytest.mark.parametrize("gguf, adapter", [("./m\nSYSTEM pwned.gguf", None), ("./m.gguf", "./a\r.gguf")])
+def test_a_modelfile_path_cannot_add_a_line(gguf, adapter):
+    from slipcore_nb.export import ExportError
+    from slipcore_nb.modelfile import modelfile_text
+
+    with pytest.raises(ExportError, match="holds a line break"):
+        modelfile_text(gguf, "</s>", adapter)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("FROM ./m.gguf\nPARAMETER stop\nPARAMETER temperature 0\n", "line 2: PARAMETER needs a name, a space and a value"),
+    ('FROM ./m.gguf\nTEMPLATE """x\nPARAMETER temperature 0\n', "line 2: a quoted value is never closed"),
+    ("FROM ./m.gguf\n\nTEMPLATE: x\n", "line 3: 'TEMPLATE:' is not a command"),
+])
+def test_the_modelfile_reader_names_the_line(text, says):
+    from slipcore_nb.export import ExportError
+    from slipcore_nb.modelfile import parse_modelfile
+
+    with pytest.raises(ExportError, match=re.escape(says)):
+        parse_modelfile(text)
+
+
+@pytest.mark.parametrize("template", ["A {{ .Prompt }} B", "A {{.Prompt}} B", "A {{- .Prompt -}} B"])
+def test_every_go_spelling_of_the_prompt_is_filled_in(template):
+    from slipcore_nb.modelfile import render_template
+
+    assert render_template(template, "x\\1") == "A x\\1 B"
+
+
+def test_a_template_without_the_prompt_is_refused():
+    from slipcore_nb.export import ExportError
+    from slipcore_nb.modelfile import render_template
+
+    with pytest.raises(ExportError, match="has no"):
+        render_template("### Instruction:\n{{ .Input }}", "x")
+
+
+@pytest.mark.parametrize("stop, max_tokens, error, says", [
+    ("###", 8, TypeError, "stop must be a list of strings"), (["#", 3], 8, TypeError, "stop must be a list"),
+    (None, 0, ValueError, "max_tokens must be a positive int"), (None, True, ValueError, "max_tokens"),
+])
+def test_a_completion_request_refuses_what_the_server_would_misread(stop, max_tokens, error, says):
+    from slipcore_nb.completions import CompletionsClient
+
+    with CompletionsClient("http://127.0.0.1:9") as client, pytest.raises(error, match=says):
+        client.request_body("P", stop=stop, max_tokens=max_tokens)
+
+
+@pytest.mark.parametrize("eos", [None, 2])
+def test_the_answer_never_trains_a_non_text_end_of_sequence(eos):
+    from slipcore_nb.prompts import PROMPT
+
+    with pytest.raises(ValueError, match="eos_token must be"):
+        PROMPT.completion(GOOD["target"], eos)
