@@ -22,9 +22,11 @@ from .completions import CompletionsClient
 from .conversations import MOVES, ROLES, conversation
 from .economics import renderings
 from .evaluate import DETERMINED, EvalReport, clean_answer, score_answer
+from .grammar import nslip_gbnf
 from .instructions import instruction, served_instruction
 from .prompts import PROMPT
 from .protocol import Act, Frame, Message, Slot, decode, encode
+from .state_grammar import state_gbnf
 
 # The order in which a wrong message's first wrong field is named in the ERROR sent back.
 FIELD_ORDER = ("valid", *DETERMINED, "rules")
@@ -87,26 +89,46 @@ class ConversationRun:
         return sum(sent.move == "retry" for sent in self.messages)
 
 
-class Agents:
-    """The four roles as agents of one model behind ``client``; ``grammar`` (GBNF) constrains every answer.
+DECODING = {
+    "free": "the model's own tokens, nothing constrained",
+    "syntax": "nSLIP's grammar: every answer parses, any field may still be wrong",
+    "state": "the protocol's state: the runtime fixes what it knows, the model picks a legal move",
+}
 
-    ``served_form`` asks in the short form served agents use (about half the prompt tokens) instead of
-    unseen wording; ``adapter_of_role`` adds each role's request fields on llama-server (role adapters
-    on one base: :func:`slipcore_nb.role_adapters.request_fields`).
+
+class Agents:
+    """The four roles as agents of one model behind ``client``, decoding one of :data:`DECODING`'s ways.
+
+    ``decoding="syntax"`` sends :func:`~slipcore_nb.grammar.nslip_gbnf` with every request;
+    ``"state"`` sends each request its own :func:`~slipcore_nb.state_grammar.state_gbnf`, built from
+    what this agent knows (its role and id, the message it answers, its facts). ``served_form`` asks
+    in the short form served agents use (about half the prompt tokens) instead of unseen wording;
+    ``adapter_of_role`` adds each role's request fields on llama-server (role adapters on one base:
+    :func:`slipcore_nb.role_adapters.request_fields`).
     """
 
-    def __init__(self, client: CompletionsClient, grammar: str | None = None, max_tokens: int = 64,
+    def __init__(self, client: CompletionsClient, decoding: str = "free", max_tokens: int = 64,
                  eos_token: str | None = None, served_form: bool = False, adapter_of_role: dict | None = None):
-        self.client, self.grammar, self.max_tokens, self.eos_token = client, grammar, max_tokens, eos_token
+        if decoding not in DECODING:
+            raise ValueError(f"decoding must be one of {sorted(DECODING)}, got {decoding!r}")
+        self.client, self.decoding, self.max_tokens, self.eos_token = client, decoding, max_tokens, eos_token
         self.served_form, self.adapter_of_role = served_form, adapter_of_role
+        self.syntax = nslip_gbnf()
+
+    def grammar(self, exchange) -> str | None:
+        """The GBNF sent with this agent's request, or None (free decoding)."""
+        if self.decoding == "state":
+            return state_gbnf(exchange.role, exchange.me, exchange.incoming, exchange.facts)
+        return self.syntax if self.decoding == "syntax" else None
 
     def send(self, index: int, exchange, rng: random.Random) -> Sent:
         """The agent of ``exchange.role`` answers its incoming message; the answer is checked at once."""
         words = served_instruction(exchange) if self.served_form else instruction(exchange, rng, unseen=True)
+        grammar = self.grammar(exchange)
         # With a grammar the message ends at '#'; a stop such as '###' could cut a tag the grammar admits.
-        stop = [] if self.grammar else None
+        stop = [] if grammar else None
         adapter = self.adapter_of_role[exchange.role] if self.adapter_of_role else {}
-        reply = self.client.complete(PROMPT.prompt(words), max_tokens=self.max_tokens, grammar=self.grammar,
+        reply = self.client.complete(PROMPT.prompt(words), max_tokens=self.max_tokens, grammar=grammar,
                                      stop=stop, **adapter)
         answer = clean_answer(reply.text, self.eos_token)
         expected = encode(exchange.target)
@@ -197,6 +219,32 @@ class AgentsReport:
         return pd.DataFrame({"tokens per conversation (mean)": frame.mean().round(1),
                              "total": frame.sum()}).T.assign(
             saved_percent=lambda t: (100 * (1 - t["nslip"] / t["json_compact"])).round(1))
+
+
+def plot_modes(reports: dict[str, "AgentsReport"], ax=None):
+    """One bar pair per decoding mode: messages right as sent (%) and conversations clean (%), msg/s above."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.9 * len(reports) + 2, 3.6))
+    for i, (name, report) in enumerate(reports.items()):
+        summary = report.summary()
+        right = 100.0 * (1 - summary["errors_sent"] / max(1, summary["messages"]))
+        clean = 100.0 * summary["completed_clean"] / max(1, summary["conversations"])
+        ax.bar(i - 0.19, right, 0.36, color="tab:blue", label="messages right" if i == 0 else None)
+        ax.bar(i + 0.19, clean, 0.36, color="tab:green", label="conversations clean" if i == 0 else None)
+        ax.text(i - 0.19, right + 1, f"{right:.0f} %", ha="center", va="bottom", fontsize=8)
+        ax.text(i + 0.19, clean + 1, f"{summary['completed_clean']}/{summary['conversations']}", ha="center",
+                va="bottom", fontsize=8)
+        ax.text(i, -13, f"{summary['messages_per_second']} msg/s", ha="center", fontsize=8, color="0.35")
+    ax.set_xticks(range(len(reports)), list(reports))
+    ax.set_ylim(-16, 112)
+    ax.set_yticks(range(0, 101, 25))
+    ax.set_ylabel("%")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title("the same conversations, decoded three ways", fontsize=10)
+    return ax
 
 
 def plot_sequence(run: ConversationRun, ax=None):

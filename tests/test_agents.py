@@ -15,7 +15,7 @@ from slipcore_nb.completions import CompletionsClient
 from slipcore_nb.conversations import MOVES, ROLES, conversation
 from slipcore_nb.dataset import held_out_goals
 from slipcore_nb.evaluate import score_answer
-from slipcore_nb.grammar import nslip_gbnf
+from slipcore_nb.grammar import literal, nslip_gbnf
 from slipcore_nb.llama_server import LlamaServer
 from slipcore_nb.protocol import Act, Frame, Slot, decode, encode
 from slipcore_nb.tiny import build_tiny
@@ -79,11 +79,15 @@ def server(tmp_path_factory):
         yield running
 
 
-@pytest.mark.parametrize("grammar", [None, nslip_gbnf()], ids=["free", "grammar"])
-def test_agents_talk_through_the_server_and_every_message_is_checked(server, grammar):
+@pytest.mark.parametrize("decoding", sorted(agents.DECODING))
+def test_agents_talk_through_the_server_and_every_message_is_checked(server, decoding):
     goals = held_out_goals()[:3]
     with CompletionsClient(server.base_url) as client:
-        report = agents.Agents(client, grammar=grammar, max_tokens=48).run(goals, seed=3, workers=2)
+        report = agents.Agents(client, decoding=decoding, max_tokens=96).run(goals, seed=3, workers=2)
+    if decoding != "free":  # an untrained model under a grammar: every message parses
+        assert all(message.checks["valid"] for run in report.conversations for message in run.messages)
+    if decoding == "state":  # and under the state grammar only its choice of move can be wrong
+        assert {m.wrong_field for m in report.messages} <= {None, "act_frame", "rules"}
     assert [run.goal for run in report.conversations] == goals
     for index, run in enumerate(report.conversations):
         script = conversation(random.Random(3 * 1_000_003 + index), goals[index])
@@ -133,3 +137,18 @@ def test_served_form_agents_ask_the_same_exchanges_in_fewer_tokens(server):
     for sent in short.messages:
         assert sent.instruction.startswith(f"{sent.role} ") and ("in=@" in sent.instruction) != (sent.move == "open")
     assert short.summary()["prompt_tokens"] < 0.75 * long.summary()["prompt_tokens"]  # means per message
+
+
+def test_an_unknown_decoding_is_refused_by_name():
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        agents.Agents(None, decoding="grammar")
+
+
+def test_the_state_grammar_is_built_from_what_the_agent_knows():
+    exchange = next(ex for seed in range(50) for ex in conversation(random.Random(seed), held_out_goals()[0])
+                    if ex.move == "dispatch")
+    team = agents.Agents(None, decoding="state")
+    grammar = team.grammar(exchange)
+    assert f"dispatch-0 ::= {literal(encode(exchange.target))}\n" in grammar  # dispatch: every field is fixed
+    assert agents.Agents(None, decoding="syntax").grammar(exchange) == nslip_gbnf()
+    assert agents.Agents(None).grammar(exchange) is None
