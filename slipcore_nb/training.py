@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 import urllib.parse
@@ -43,6 +44,20 @@ class TrainConfig:
     max_length: int = 512
     loraplus_lr_ratio: float | None = None  # LoRA+: the B matrices learn this many times faster (None: off)
 
+    def __post_init__(self):
+        """Refuse a setting no run can use, naming it: the sliders, the environment and callers all land here."""
+        for name in ("max_steps", "lora_rank", "batch_size", "grad_accum", "save_steps", "logging_steps", "max_length",
+                     "warmup_steps", "seed"):
+            value, least = getattr(self, name), 0 if name in ("warmup_steps", "seed") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"TrainConfig.{name} must be an int of at least {least}, got {value!r}")
+        for name in ("learning_rate", "loraplus_lr_ratio"):
+            value = getattr(self, name)
+            if value is None and name == "loraplus_lr_ratio":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"TrainConfig.{name} must be a positive finite number, got {value!r}")
+
     @classmethod
     def from_spec(
         cls,
@@ -54,13 +69,15 @@ class TrainConfig:
         **overrides,
     ) -> "TrainConfig":
         """Slider values win; ``None`` means the model's default. Each model gets its own run folder."""
-        max_steps = max_steps or spec.max_steps
-        lora_rank = lora_rank or spec.lora_rank
+        max_steps = spec.max_steps if max_steps is None else max_steps
+        lora_rank = spec.lora_rank if lora_rank is None else lora_rank
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"TrainConfig.max_steps must be an int of at least 1, got {max_steps!r}")
         root = Path(output_dir or artifacts.output_dir() / "checkpoints")
         config = cls(
             model=spec.name,
             max_steps=max_steps,
-            learning_rate=learning_rate or spec.learning_rate,
+            learning_rate=spec.learning_rate if learning_rate is None else learning_rate,
             lora_rank=lora_rank,
             batch_size=spec.batch_size,
             grad_accum=spec.grad_accum,

@@ -186,3 +186,14 @@ def test_the_answer_never_trains_a_non_text_end_of_sequence(eos):
 
     with pytest.raises(ValueError, match="eos_token must be"):
         PROMPT.completion(GOOD["target"], eos)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("max_steps", 0), ("max_steps", -5), ("max_steps", "300"), ("max_steps", 2.5), ("lora_rank", 0),
+    ("learning_rate", 0), ("learning_rate", -1e-3), ("learning_rate", float("nan")), ("learning_rate", "2e-3"),
+])
+def test_a_training_setting_no_run_can_use_is_refused_by_name(field, value):
+    from slipcore_nb import models
+
+    with pytest.raises(ValueError, match=f"TrainConfig.{field} must be"):
+        training.TrainConfig.from_spec(models.get_spec("tiny"), output_dir="/tmp/unused", **{field: value})
