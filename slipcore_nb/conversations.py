@@ -54,8 +54,9 @@ WITH_PRIORITY = (*COPIED, (Slot.PRIORITY, "in"))
 @dataclass(frozen=True)
 class Move:
     """One kind of message: who sends it and to whom, act/frame/tags, what it answers, and where every
-    field's value comes from. This table is the protocol: the dataset's targets, the evaluation and the
-    state grammar (:mod:`slipcore_nb.state_grammar`) are all computed from it by :func:`fixed_fields`.
+    field's value comes from. This table is the protocol: the dataset's targets (which evaluation scores
+    against) and the state grammar (:mod:`slipcore_nb.state_grammar`) are both computed from it by
+    :func:`fixed_fields`.
 
     ``answers``: the act/frame pairs it answers (``None``: it needs no incoming message).
     ``addressing``: ``reply`` (from the incoming's addressee back to its sender), ``forward`` (from the
@@ -68,7 +69,7 @@ class Move:
     """
 
     role: str
-    to: str
+    to: str  # the role it is sent to
     act: Act
     frame: Frame
     answers: tuple[Pair | None, ...]
