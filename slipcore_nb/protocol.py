@@ -152,27 +152,29 @@ def encode(msg: Message) -> str:
     unknown = [key for key in msg.slots if not isinstance(key, Slot)]
     if unknown:
         raise NSlipError(f"slots must be keyed by Slot, got {unknown!r}")
-    fields = [prefix + _int_text(getattr(msg, attr), attr) for prefix, attr in HEADER_FIELDS.items()]
+    fields = [prefix + int_text(getattr(msg, attr), attr) for prefix, attr in HEADER_FIELDS.items()]
     for slot in SLOT_ORDER:
         if slot not in msg.slots:
             continue
         value = msg.slots[slot]
         if isinstance(value, str):
-            _check_string(value, f"slot {slot.name}")
+            check_string(value, f"slot {slot.name}")
             fields.append(slot.value + quote(value))
         else:
-            fields.append(slot.value + _int_text(value, f"slot {slot.name}", "or a str"))
+            fields.append(slot.value + int_text(value, f"slot {slot.name}", "or a str"))
     return START + SEP.join(fields) + END
 
 
-def _int_text(value, field: str, other: str = "") -> str:
+def int_text(value, field: str, other: str = "") -> str:
+    """``value`` in base62 if it is an int the wire can carry, else an error naming ``field``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value >= 62**MAX_INT_DIGITS:
         raise NSlipError(f"{field} needs a non-negative int below 62**{MAX_INT_DIGITS}{' ' + other if other else ''}, "
                          f"got {value!r}")
     return to_base62(value)
 
 
-def _check_string(value: str, field: str) -> None:
+def check_string(value: str, field: str) -> None:
+    """Refuse, naming ``field``, a string :func:`decode` would refuse (too long, a control character)."""
     if len(value) > MAX_STRING_CHARS:
         raise NSlipError(f"{field}: a string of {len(value)} characters, at most {MAX_STRING_CHARS}")
     bad = next((ch for ch in value if _is_control(ch)), None)

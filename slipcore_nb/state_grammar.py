@@ -21,12 +21,17 @@ from __future__ import annotations
 
 from .conversations import BY_TAG, MOVES, ProtocolError, fixed_fields, legal_moves
 from .grammar import ROOT, literal, render, value_rules
-from .protocol import (END, HEADER_FIELDS, MAX_INT_DIGITS, MAX_STRING_CHARS, SEP, START, Message, Slot, quote,
-                       to_base62)
+from .protocol import (END, HEADER_FIELDS, MAX_INT_DIGITS, MAX_STRING_CHARS, SEP, START, Message, Slot, check_string,
+                       int_text, quote, to_base62)
 
 
-def _wire(value: int | str) -> str:
-    return quote(value) if isinstance(value, str) else to_base62(value)
+def _wire(value: int | str, field: str) -> str:
+    """A value as the wire writes it; one the codec would refuse (a float, a line break) is an error
+    naming its field, so the grammar never admits a message ``decode`` refuses."""
+    if isinstance(value, str):
+        check_string(value, field)
+        return quote(value)
+    return int_text(value, field, "or a str")
 
 
 def _sequence(parts: list[str | tuple[str]]) -> str:
@@ -52,15 +57,17 @@ def _alternative(move: str, tag: str, fixed) -> str:
     parts: list[str | tuple[str]] = [START]
     for i, (prefix, attr) in enumerate(HEADER_FIELDS.items()):
         parts.append((SEP if i else "") + prefix)
-        parts.append(("int",) if header[attr] is None else to_base62(int(header[attr])))
+        value = header[attr]
+        parts.append(("int",) if value is None else to_base62(value) if attr in ("act", "frame")
+                     else int_text(value, f"{move}: {attr}"))
     for slot, value in fixed.slots.items():
         parts.append(SEP + slot.value)
         if slot is Slot.TAG:
             parts.append(quote(tag))
         elif value is not None:
-            parts.append(_wire(value))
+            parts.append(_wire(value, f"{move}: slot {slot.name}"))
         elif slot in BY_TAG:
-            choices = [_wire(choice) for choice in BY_TAG[slot][tag]]
+            choices = [_wire(choice, f"{move}: slot {slot.name}") for choice in BY_TAG[slot][tag]]
             parts.append(choices[0] if len(choices) == 1 else ("(" + " | ".join(map(literal, choices)) + ")",))
         else:
             parts.append(("value",))

@@ -217,3 +217,24 @@ def test_a_fact_left_out_is_the_models_choice():
     assert '"@a3|f0|c7|S0|d2|T3|g5|kC|p9|q3|t\\"execute\\"#"' in told
     assert '"@a3|f0|c7|S0|d" int "|T3|g5|k" value "|p9|q3|t\\"execute\\"#"' in untold
     assert (Act.REQUEST, Frame.TASK) == (MOVES["dispatch"].act, MOVES["dispatch"].frame)
+
+
+@pytest.mark.parametrize("facts, says", [
+    ({"executor": 2.0, "subtask": 12}, "dispatch: dst needs a non-negative int"),
+    ({"executor": "2", "subtask": 12}, "dispatch: dst needs a non-negative int"),
+    ({"executor": 2, "subtask": -1}, "dispatch: slot TASK_ID needs a non-negative int"),
+])
+def test_a_fact_the_wire_cannot_carry_is_refused_by_name(facts, says):
+    from slipcore_nb.protocol import NSlipError
+
+    plan = decode('@a4|f1|c7|S1|d0|T2|g5|k9|q3|t"plan_v1"#')
+    with pytest.raises(NSlipError, match=says):
+        state_gbnf("coordinator", 0, plan, facts)
+
+
+def test_an_error_code_with_a_line_break_is_refused():
+    from slipcore_nb.protocol import NSlipError
+
+    task = decode('@a3|f0|c7|S0|d2|T3|g5|kC|p9|q3|t"execute"#')
+    with pytest.raises(NSlipError, match="error: slot ERROR_CODE: control character"):
+        state_gbnf("executor", 2, task, {"error_code": "time\nout"})
