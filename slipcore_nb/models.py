@@ -214,9 +214,15 @@ def choose_model(env: Mapping[str, str] | None = None, hardware: Hardware | None
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The registry entry, or a generic one for any other hub id or local folder."""
+    """The registry entry, or a generic one for any other hub id or local folder.
+
+    A name that can be neither (empty, surrounding spaces, a control character) is refused here, the
+    one place every model name passes (``SLIPCORE_MODEL``, 01's choice, a script's ``--model``)."""
     if name in REGISTRY:
         return REGISTRY[name]
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or any(ord(ch) < 0x20 for ch in name):
+        raise ValueError(f"model name {name!r} (SLIPCORE_MODEL or --model) is neither one of {sorted(REGISTRY)} nor a "
+                         "hub id or folder: no empty name, surrounding spaces or control characters")
     four_bit = name.endswith("bnb-4bit")
     return ModelSpec(name, name, f"user model {name}", load_in_4bit=four_bit,
                      merge_base=re.sub(r"(-unsloth)?-bnb-4bit$", "", name) if four_bit else None)

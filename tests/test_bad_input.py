@@ -197,3 +197,11 @@ def test_a_training_setting_no_run_can_use_is_refused_by_name(field, value):
 
     with pytest.raises(ValueError, match=f"TrainConfig.{field} must be"):
         training.TrainConfig.from_spec(models.get_spec("tiny"), output_dir="/tmp/unused", **{field: value})
+
+
+@pytest.mark.parametrize("name", ["", "   ", " tiny", "tiny\n", "org/m\tx", None])
+def test_a_model_name_that_is_no_model_is_refused_by_name(name):
+    from slipcore_nb import models
+
+    with pytest.raises(ValueError, match="is neither one of"):
+        models.get_spec(name)
