@@ -28,13 +28,13 @@ import sys
 import time
 from pathlib import Path
 
+from slipcore_nb.agents import DECODING as MODES
 from slipcore_nb.conversations import MOVES, ROLES
 
 from .common import REPO, finish, footer, header, md_table, results_dir, work_dir, write_results
 
 MODULE = "benchmarks.reliability"
 SPLITS = ("eval_unseen", "eval", "eval_guide")
-MODES = ("free", "syntax", "state")
 FIELDS = ("act_frame", "turn", "conv", "src_dst", "ids", "rules")
 
 

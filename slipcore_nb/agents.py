@@ -89,11 +89,9 @@ class ConversationRun:
         return sum(sent.move == "retry" for sent in self.messages)
 
 
-DECODING = {
-    "free": "the model's own tokens, nothing constrained",
-    "syntax": "nSLIP's grammar: every answer parses, any field may still be wrong",
-    "state": "the protocol's state: the runtime fixes what it knows, the model picks a legal move",
-}
+# free: the model's own tokens; syntax: nSLIP's grammar (every answer parses, any field may be wrong);
+# state: the protocol's state (the runtime fixes what it knows, the model picks a legal move).
+DECODING = ("free", "syntax", "state")
 
 
 class Agents:
@@ -110,7 +108,7 @@ class Agents:
     def __init__(self, client: CompletionsClient, decoding: str = "free", max_tokens: int = 64,
                  eos_token: str | None = None, served_form: bool = False, adapter_of_role: dict | None = None):
         if decoding not in DECODING:
-            raise ValueError(f"decoding must be one of {sorted(DECODING)}, got {decoding!r}")
+            raise ValueError(f"decoding must be one of {DECODING}, got {decoding!r}")
         self.client, self.decoding, self.max_tokens, self.eos_token = client, decoding, max_tokens, eos_token
         self.served_form, self.adapter_of_role = served_form, adapter_of_role
         self.syntax = nslip_gbnf()
@@ -243,7 +241,7 @@ def plot_modes(reports: dict[str, "AgentsReport"], ax=None):
     ax.set_ylabel("%")
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.set_title("the same conversations, decoded three ways", fontsize=10)
+    ax.set_title("the same conversations, decoded each way", fontsize=10)
     return ax
 
 
