@@ -175,7 +175,6 @@ class Fixed:
     ``header``: conv, turn, src, dst. ``slots``: every slot the message carries, in :class:`Slot` order.
     """
 
-    move: str
     header: dict[str, int | None]
     slots: dict[Slot, int | str | None]
 
@@ -199,10 +198,9 @@ def fixed_fields(move: str, incoming: Message | None, me: int, facts: dict) -> F
     if spec.addressing == "open":
         header = {"conv": facts.get("conv"), "turn": 1, "src": me, "dst": facts.get(spec.to)}
     else:
-        dst = {"reply": incoming.src, "forward": facts.get(spec.to), "overhear": incoming.dst}[spec.addressing]
-        header = {"conv": incoming.conv, "turn": incoming.turn + 1, "src": incoming.dst, "dst": dst}
-        if spec.addressing == "overhear":
-            header["src"] = me
+        src, dst = {"reply": (incoming.dst, incoming.src), "forward": (incoming.dst, facts.get(spec.to)),
+                    "overhear": (me, incoming.dst)}[spec.addressing]
+        header = {"conv": incoming.conv, "turn": incoming.turn + 1, "src": src, "dst": dst}
     slots: dict[Slot, int | str | None] = {}
     for slot, source in spec.slots:
         if source == "in" and slot in incoming.slots:
@@ -214,7 +212,7 @@ def fixed_fields(move: str, incoming: Message | None, me: int, facts: dict) -> F
         elif source == "tag":
             slots[slot] = None
     slots[Slot.TAG] = None
-    return Fixed(move, header, dict(sorted(slots.items(), key=lambda item: SLOT_ORDER.index(item[0]))))
+    return Fixed(header, dict(sorted(slots.items(), key=lambda item: SLOT_ORDER.index(item[0]))))
 
 
 def message(move: str, incoming: Message | None, me: int, facts: dict, tag: str | None = None, **choices) -> Message:

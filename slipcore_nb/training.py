@@ -48,9 +48,7 @@ class TrainConfig:
         """Refuse a setting no run can use, naming it: the sliders, the environment and callers all land here."""
         for name in ("max_steps", "lora_rank", "batch_size", "grad_accum", "save_steps", "logging_steps", "max_length",
                      "warmup_steps", "seed"):
-            value, least = getattr(self, name), 0 if name in ("warmup_steps", "seed") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"TrainConfig.{name} must be an int of at least {least}, got {value!r}")
+            _check_count(name, getattr(self, name), 0 if name in ("warmup_steps", "seed") else 1)
         for name in ("learning_rate", "loraplus_lr_ratio"):
             value = getattr(self, name)
             if value is None and name == "loraplus_lr_ratio":
@@ -71,8 +69,7 @@ class TrainConfig:
         """Slider values win; ``None`` means the model's default. Each model gets its own run folder."""
         max_steps = spec.max_steps if max_steps is None else max_steps
         lora_rank = spec.lora_rank if lora_rank is None else lora_rank
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"TrainConfig.max_steps must be an int of at least 1, got {max_steps!r}")
+        _check_count("max_steps", max_steps, 1)  # before the arithmetic below uses it
         root = Path(output_dir or artifacts.output_dir() / "checkpoints")
         config = cls(
             model=spec.name,
@@ -88,6 +85,11 @@ class TrainConfig:
             loraplus_lr_ratio=spec.loraplus_lr_ratio,
         )
         return replace(config, **overrides)
+
+
+def _check_count(name: str, value, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"TrainConfig.{name} must be an int of at least {least}, got {value!r}")
 
 
 def run_folder_name(model: str) -> str:
