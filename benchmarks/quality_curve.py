@@ -7,8 +7,9 @@ Unsloth's path), evaluated with :func:`slipcore_nb.evaluate.evaluate` on the uns
 each step count from a TrainerCallback, so every point is the same run seen mid-way. Then ranks
 8/16/32 are trained to ``--rank-steps`` each (a run to 100 steps decays its learning rate to zero at
 100, so it is not the curve's 100-step point: it is run unless the settings are the same).
-Training minutes exclude evaluation time. Writes ``results/quality_curve.{json,md,png}`` and keeps
-the curve's final adapter in ``benchmarks/.work/`` for :mod:`benchmarks.speed`.
+Training minutes exclude evaluation time. Writes ``results/quality_curve.{json,md,png}`` (each point's
+wrong answers in ``results/raw/quality_curve.json``, git-ignored) and keeps the curve's final adapter in
+``benchmarks/.work/`` for :mod:`benchmarks.speed`.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def point(step: int, report, train_seconds: float, eval_seconds: float, **extra)
         "per_move": report.by_move(),
         "train_minutes": round(train_seconds / 60, 2), "eval_seconds": round(eval_seconds, 1),
         "examples": len(report.rows),
-        # The wrong answers themselves: which field a change fixes or breaks is read off these.
+        # The wrong answers themselves (main() moves them to results/raw/, out of git).
         "wrong": [{key: row[key] for key in ("role", "answer", "target")}
                   for row in report.rows if not row["protocol_correct"]],
     }
@@ -236,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({'the one right answer' if guide['right'] else 'wrong'}).", "",
           f"![quality curve]({name}.png)"]
     md.append(footer(data))
-    write_results(out, name, data, "\n".join(md))
+    # The wrong answers go beside the results, out of git: which field a change fixes or breaks is read off them.
+    raw = {"curve": {p["steps"]: p.pop("wrong") for p in curve},
+           "ranks": {p["rank"]: p.pop("wrong") for p in rank_points if "wrong" in p}}
+    write_results(out, name, data, "\n".join(md), data_dir=args.data or dataset.DATA_DIR, raw=raw)
     plot(curve, [p for p in rank_points if not p["reused_from_curve"]], out / f"{name}.png",
          f"{model}: valid / protocol_correct on {len(examples)} held-out examples")
     return 0

@@ -5,7 +5,8 @@
 Order matters: ``quality_curve`` keeps its trained adapter, which ``speed`` then exports and serves
 (unless notebooks 03-04 already exported a model of the same name). Each benchmark runs in a fresh
 process because importing unsloth patches TRL for the whole process. Results land in
-``benchmarks/results/`` (``results/quick/`` with ``--quick``); ``results/summary.md`` joins the tables.
+``benchmarks/results/`` (``results/quick/`` with ``--quick``); ``results/summary.md`` joins the tables;
+each benchmark and the whole run add a row to ``results/runs.csv``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from .common import REPO, finish, header, results_dir
+from .common import LEDGER, REPO, append_run, finish, header, ledger_row, results_dir, stamp
 
 MODULE = "benchmarks.run_all"
 BENCHMARKS = ("token_economics", "quality_curve", "speed", "reliability")
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     selected = [b for b in BENCHMARKS if b in asked]
     out = results_dir(args.quick)
     data = header(MODULE)
+    data["stamp"] = stamp()
     data["runs"] = {}
     failed = []
     for name in selected:
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "run_all.json").write_text(json.dumps(data, indent=2) + "\n")
     tables = [(out / f"{name}.md").read_text() for name in selected if (out / f"{name}.md").is_file()]
     (out / "summary.md").write_text("\n\n".join(tables))
+    append_run(out / LEDGER, ledger_row(data, files="run_all.json summary.md"))
     print(f"total {data['total_minutes']} min; wrote {out / 'run_all.json'} and {out / 'summary.md'}")
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
