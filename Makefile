@@ -2,6 +2,8 @@
 #   make demo   all notebooks in order, headless, on the default model for this machine;
 #               executed copies land in outputs/executed/
 #   make test   the test suite (unit tests + every notebook cell under nbval on the tiny model)
+#   make check  the quick tier for contributors: the unit tests that need no llama.cpp, no training,
+#               no notebook kernel and no browser (pytest -m "not slow"; tests/conftest.py says which)
 # Each builds .venv first with the tested versions; nothing but the package index is contacted.
 
 PYTHON ?= python3
@@ -24,7 +26,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv demo test lab bench data clean gpu-bundle gpu-check
+.PHONY: venv demo test check lab bench data clean gpu-bundle gpu-check
 
 venv: $(STAMP)
 
@@ -48,6 +50,9 @@ data: $(STAMP)
 
 test: $(STAMP)
 	SLIPCORE_MODEL=tiny HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 tests notebooks
+
+check: $(STAMP)
+	SLIPCORE_MODEL=tiny HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) -m slipcore_nb.runner
