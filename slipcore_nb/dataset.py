@@ -26,6 +26,7 @@ import random
 from pathlib import Path
 
 from . import whole_files
+from .arguments import count
 from .conversations import GUIDE_ANSWER, GUIDE_PROMPT, ROLES, all_goal_texts, conversation
 from .instructions import guide_instruction, instruction, served_instruction
 from .protocol import NSlipError, decode, encode
@@ -56,9 +57,16 @@ def build_splits(
     seed: int = DEFAULT_SEED,
 ) -> dict[str, list[dict[str, str]]]:
     """Deterministic splits; each conversation has its own goal, ``eval_conversations`` for each held-out split."""
+    for name, value in (("num_conversations", num_conversations), ("eval_conversations", eval_conversations),
+                        ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"build_splits: {name} must be an int, got {value!r}")
     if not 0 < 2 * eval_conversations < num_conversations:
         raise ValueError(f"need 0 < 2 * eval_conversations ({eval_conversations}) < num_conversations "
                          f"({num_conversations}): each held-out split takes eval_conversations")
+    if num_conversations + eval_conversations > len(all_goal_texts()):
+        raise ValueError(f"num_conversations + eval_conversations ({num_conversations} + {eval_conversations}) is at "
+                         f"most {len(all_goal_texts())}: one distinct goal text each, eval_guide's included")
     goals_of = _split_goals(random.Random(seed), num_conversations, eval_conversations)
     splits: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
     for name in ("train", "eval", "eval_unseen"):
@@ -129,19 +137,42 @@ def held_out_goals(split: str = HEADLINE_SPLIT) -> list[str]:
     return goals["eval_unseen" if split == "eval_served" else split]
 
 
+def check_example(example, where: str) -> dict[str, str]:
+    """``example`` as the dataset holds it, or :class:`DatasetError` naming ``where`` and the field: exactly
+    the fields :data:`FIELDS` (nothing dropped silently), each a string, a known role, a non-blank input
+    and a target that :func:`~slipcore_nb.protocol.decode` reads. The one check every reader and writer uses."""
+    if not isinstance(example, dict):
+        raise DatasetError(f"{where}: expected a JSON object (a dict), got {type(example).__name__}")
+    for key in FIELDS:
+        if key not in example:
+            raise DatasetError(f"{where}: missing field '{key}' (an example has {', '.join(FIELDS)})")
+        if not isinstance(example[key], str):
+            raise DatasetError(f"{where}: field '{key}' must be a string, got {type(example[key]).__name__}")
+    extra = [key for key in example if key not in FIELDS]
+    if extra:
+        raise DatasetError(f"{where}: unknown field {extra[0]!r} (an example has only {', '.join(FIELDS)})")
+    if example["role"] not in ROLES:
+        raise DatasetError(f"{where}: field 'role' is {example['role']!r}, expected one of {ROLES}")
+    if not example["input"].strip():
+        raise DatasetError(f"{where}: field 'input' is blank (the instruction the model answers)")
+    try:
+        decode(example["target"])
+    except NSlipError as err:
+        raise DatasetError(f"{where}: field 'target' is not valid nSLIP ({err})") from None
+    return {key: example[key] for key in FIELDS}
+
+
 def write_jsonl(path: str | Path, examples: list[dict[str, str]]) -> None:
     """Every example validated as :func:`read_jsonl` would read it back, then the file written whole
     (a refused example or a failed write leaves the file that was there)."""
+    if isinstance(examples, (str, bytes, dict)) or not hasattr(examples, "__iter__"):
+        raise DatasetError(f"{path}: examples must be a list of dicts, got {type(examples).__name__}")
     lines = []
     for index, example in enumerate(examples):
-        if not isinstance(example, dict):
-            raise DatasetError(f"{path}: example {index} is a {type(example).__name__}, not a dict")
-        missing = [key for key in FIELDS if key not in example]
-        if missing:
-            raise DatasetError(f"{path}: example {index} has no field {missing[0]!r}")
-        line = json.dumps({key: example[key] for key in FIELDS}, ensure_ascii=False)
-        _validated(line, f"{path}: example {index}")
-        lines.append(line + "\n")
+        record = check_example(example, f"{path}: example {index}")
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    if not lines:
+        raise DatasetError(f"{path}: no examples to write (read_jsonl refuses an empty file)")
     try:
         whole_files.write_text(path, "".join(lines))
     except UnicodeEncodeError as err:
@@ -165,25 +196,25 @@ def read_jsonl(path: str | Path) -> list[dict[str, str]]:
     return examples
 
 
+def _no_repeats(pairs: list[tuple[str, object]]) -> dict:
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DatasetError(f"field {key!r} given twice")
+        seen[key] = value
+    return seen
+
+
 def _validated(line: str, where: str) -> dict[str, str]:
+    if not line.strip():
+        raise DatasetError(f"{where}: not valid JSON (an empty line; one JSON object per line, no blank lines)")
     try:
-        record = json.loads(line)
+        record = json.loads(line, object_pairs_hook=_no_repeats)
     except json.JSONDecodeError as err:
         raise DatasetError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(record, dict):
-        raise DatasetError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    for key in FIELDS:
-        if key not in record:
-            raise DatasetError(f"{where}: missing field '{key}'")
-        if not isinstance(record[key], str):
-            raise DatasetError(f"{where}: field '{key}' must be a string")
-    if record["role"] not in ROLES:
-        raise DatasetError(f"{where}: field 'role' is {record['role']!r}, expected one of {ROLES}")
-    try:
-        decode(record["target"])
-    except NSlipError as err:
-        raise DatasetError(f"{where}: field 'target' is not valid nSLIP ({err})") from None
-    return {key: record[key] for key in FIELDS}
+    except DatasetError as err:
+        raise DatasetError(f"{where}: {err}") from None
+    return check_example(record, where)
 
 
 def load_split(name: str, data_dir: str | Path | None = None) -> list[dict[str, str]]:
@@ -202,6 +233,8 @@ def load_or_build(data_dir: str | Path | None = None) -> dict[str, list[dict[str
     Files that exist are read, never rewritten: a user's own ``train.jsonl`` stays theirs.
     """
     data_dir = Path(data_dir or DATA_DIR)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise NotADirectoryError(f"data_dir {str(data_dir)!r} is a file, not the folder of the split files")
     missing = [name for name in SPLITS if not (data_dir / f"{name}.jsonl").exists()]
     if missing:
         built = build_splits()
@@ -217,16 +250,18 @@ def main(argv: list[str] | None = None) -> None:
         description="Generate the nSLIP finetune dataset (train, eval, eval_unseen and eval_served .jsonl).",
     )
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="output folder (default: %(default)s)")
-    parser.add_argument("--num-conversations", type=int, default=DEFAULT_CONVERSATIONS,
+    parser.add_argument("--num-conversations", type=count(3), default=DEFAULT_CONVERSATIONS,
                         help="conversations in total, one goal each (default: %(default)s)")
-    parser.add_argument("--eval-conversations", type=int, default=DEFAULT_EVAL_CONVERSATIONS,
+    parser.add_argument("--eval-conversations", type=count(1), default=DEFAULT_EVAL_CONVERSATIONS,
                         help="of those, held out for eval.jsonl and again for eval_unseen.jsonl (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"argument --out: {str(args.out)!r} is a file, not a folder")
     try:
         splits = build_splits(args.num_conversations, args.eval_conversations, args.seed)
     except ValueError as err:
-        parser.error(str(err))
+        parser.error(f"argument --num-conversations/--eval-conversations: {err}")
     for name, examples in splits.items():
         path = args.out / f"{name}.jsonl"
         write_jsonl(path, examples)

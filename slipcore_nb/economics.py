@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 
-from .protocol import Message, decode, encode
+from .protocol import Message, NSlipError, decode, encode
 
 SHAPES = ("nslip", "json_compact", "json_verbose")
 
 
 def as_dict(msg: Message) -> dict:
     """Header then slots, with names instead of wire prefixes."""
+    if not isinstance(msg, Message):
+        raise NSlipError(f"renderings needs a Message (decode(text)), got {type(msg).__name__}")
     return {
         "act": msg.act.name, "frame": msg.frame.name, "conv": msg.conv, "src": msg.src,
         "dst": msg.dst, "turn": msg.turn,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .conversations import MOVE_OF_TAG, ROLES
+from .dataset import check_example
 from .prompts import PROMPT
 from .protocol import NSlipError, Slot, decode, extract
 
@@ -27,6 +28,8 @@ DETERMINED = ("act_frame", "turn", "conv", "src_dst", "ids")
 
 def clean_answer(raw: str, eos_token: str | None = None) -> str:
     """Cut a raw completion at the first stop sequence (as Ollama and llama.cpp do) and strip it."""
+    if not isinstance(raw, str):
+        raise TypeError(f"a raw completion must be a str, got {type(raw).__name__}")
     cut = len(raw)
     for stop in PROMPT.stop_sequences(eos_token):
         at = raw.find(stop)
@@ -98,7 +101,10 @@ def score_outputs(examples: list[dict[str, str]], raw_outputs: list[str],
     if len(examples) != len(raw_outputs):
         raise ValueError(f"{len(examples)} examples but {len(raw_outputs)} outputs")
     rows = []
-    for ex, raw in zip(examples, raw_outputs):
+    for index, (ex, raw) in enumerate(zip(examples, raw_outputs)):
+        check_example(ex, f"examples[{index}]")
+        if not isinstance(raw, str):
+            raise TypeError(f"raw_outputs[{index}] must be a str, got {type(raw).__name__}")
         answer = clean_answer(raw, eos_token)
         found = extract(answer)
         rows.append({"role": ex["role"], "answer": answer, "target": ex["target"],
@@ -144,6 +150,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
 
 def answer_budget(tokenizer, examples: list[dict[str, str]], margin: int = 8) -> int:
     """Enough new tokens for the longest target plus its EOS and a margin; prose gets cut there."""
+    if not examples:
+        raise ValueError("answer_budget needs at least one example (is an eval limit 0, or the split empty?)")
     longest = max(len(tokenizer(ex["target"], add_special_tokens=False)["input_ids"]) for ex in examples)
     return longest + margin
 

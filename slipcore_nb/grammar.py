@@ -79,7 +79,14 @@ def nslip_gbnf(max_int_digits: int | None = MAX_INT_DIGITS, max_string_chars: in
 
 def value_rules(max_int_digits: int | None = MAX_INT_DIGITS, max_string_chars: int | None = MAX_STRING_CHARS
                 ) -> dict[str, str]:
-    """The rules of a field value (``value``: ``int`` or ``string``), shared with the state grammar."""
+    """The rules of a field value (``value``: ``int`` or ``string``), shared with the state grammar.
+
+    A bound is ``None`` (no limit) or an int from 1 up to the codec's own (a grammar wider than
+    :func:`~slipcore_nb.protocol.decode` would admit messages it refuses)."""
+    for name, value, most in (("max_int_digits", max_int_digits, MAX_INT_DIGITS),
+                              ("max_string_chars", max_string_chars, MAX_STRING_CHARS)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
+            raise ValueError(f"{name} must be None or an int from 1 to {most} (what decode accepts), got {value!r}")
     nonzero = BASE62_DIGITS[1:]
     most = None if max_int_digits is None else max_int_digits - 1
     printable = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in (QUOTE, ESCAPE))

@@ -55,15 +55,23 @@ def modelfile_text(gguf: str, eos: str | None, adapter: str | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
+OLLAMA_NAME = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*(?::[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
+
+
 def write_modelfile(gguf_path: str | Path, out_dir: str | Path | None = None, model_name: str = "slipcore",
                     adapter_path: str | Path | None = None, eos: str | None = None) -> OllamaRecipe:
     """Write ``Modelfile`` next to the GGUF (paths relative when beside it) and return the ollama commands.
 
     With ``adapter_path``, ``gguf_path`` must be the *base* model's GGUF (Ollama's ADAPTER route).
     """
+    if not isinstance(model_name, str) or not OLLAMA_NAME.fullmatch(model_name):
+        raise ExportError(f"model_name {model_name!r} is not an Ollama model name: letters, digits and _ . - "
+                          "(a namespace/ and a :tag allowed), starting with a letter or digit")
     gguf_path = Path(gguf_path).resolve()
     if not gguf_path.is_file():
         raise ExportError(f"no GGUF file at {gguf_path}: run to_gguf first.")
+    if adapter_path and not Path(adapter_path).is_file():
+        raise ExportError(f"adapter_path {str(adapter_path)!r}: no adapter GGUF there (adapter_to_gguf writes it)")
     out = Path(out_dir or gguf_path.parent).resolve()
     out.mkdir(parents=True, exist_ok=True)
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import distributed
+from . import distributed, whole_files
 from .artifacts import cache_root
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -208,6 +208,7 @@ def choose_model(env: Mapping[str, str] | None = None, hardware: Hardware | None
     env = os.environ if env is None else env
     hardware = hardware or detect_hardware()
     if env.get("SLIPCORE_MODEL"):
+        get_spec(env["SLIPCORE_MODEL"])  # a name that can be no model is refused now, naming the variable
         return ModelChoice(env["SLIPCORE_MODEL"], "SLIPCORE_MODEL is set", hardware)
     name, reason = default_model(hardware.cuda, env)
     return ModelChoice(name, f"{reason} ({hardware.gpu})" if hardware.cuda else reason, hardware)
@@ -331,7 +332,7 @@ def _mark_byte_level(tokenizer_json: Path) -> None:
     data = json.loads(tokenizer_json.read_text())
     data["model"]["byte_fallback"] = False
     data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
-    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False))
+    whole_files.write_text(tokenizer_json, json.dumps(data, ensure_ascii=False))
 
 
 def load_tokenizer(name: str):

@@ -22,12 +22,19 @@ class PromptFormat:
 
     def prompt(self, instruction: str) -> str:
         """What the model sees at generation time; the answer starts right after it."""
+        if not isinstance(instruction, str):  # None or a number would be trained or asked as its repr
+            raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
         return f"{self.instruction_header}{instruction}{self.response_header}"
 
     def completion(self, target: str, eos_token: str) -> str:
         """What the model learns to produce after :meth:`prompt` (the loss is taken on this only)."""
         if not isinstance(eos_token, str):  # "" is text without an end (a tokenizer's corpus); None is a bug
             raise ValueError(f"eos_token must be the tokenizer's end-of-sequence text, got {eos_token!r}")
+        if not isinstance(target, str):
+            raise TypeError(f"target must be a str (one nSLIP line), got {type(target).__name__}")
+        stop = next((s for s in self.stop_sequences(eos_token) if s in target), None)
+        if stop is not None:  # the served model would stop there: the answer could never be produced whole
+            raise ValueError(f"target {target!r} holds the stop sequence {stop!r}; an answer is one line without one")
         return f"{target}{eos_token}"
 
     def training_text(self, instruction: str, target: str, eos_token: str) -> str:
@@ -40,6 +47,8 @@ class PromptFormat:
 
     def stop_sequences(self, eos_token: str | None) -> list[str]:
         """Stops for Ollama and llama.cpp: the tokenizer's EOS text, then :attr:`extra_stops`."""
+        if eos_token is not None and not isinstance(eos_token, str):
+            raise ValueError(f"eos_token must be the tokenizer's end-of-sequence text or None, got {eos_token!r}")
         stops = [eos_token] if eos_token else []
         return stops + [s for s in self.extra_stops if s not in stops]
 

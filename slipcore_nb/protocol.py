@@ -109,9 +109,10 @@ class Message:
 
 
 def to_base62(n: int) -> str:
-    """Non-negative integer -> base62 digits (10 -> 'A', 61 -> 'z', 62 -> '10')."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise NSlipError(f"base62 needs a non-negative integer, got {n!r}")
+    """Non-negative integer the wire can carry (below ``62**MAX_INT_DIGITS``) -> base62 digits (10 -> 'A',
+    61 -> 'z', 62 -> '10')."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0 or n >= 62**MAX_INT_DIGITS:
+        raise NSlipError(f"base62 needs a non-negative int below 62**{MAX_INT_DIGITS}, got {n!r}")
     digits = []
     while True:
         n, rem = divmod(n, 62)
@@ -121,9 +122,14 @@ def to_base62(n: int) -> str:
 
 
 def from_base62(text: str) -> int:
-    """Base62 digits -> integer; raises NSlipError on an empty string or a bad digit."""
+    """Base62 digits -> integer; raises NSlipError on a non-string, an empty string, a bad digit or more
+    than :data:`MAX_INT_DIGITS` digits (so a long input fails at once instead of costing quadratic time)."""
+    if not isinstance(text, str):
+        raise NSlipError(f"base62 digits must be a str, got {type(text).__name__}")
     if not text:
         raise NSlipError("empty base62 number")
+    if len(text) > MAX_INT_DIGITS:
+        raise NSlipError(f"base62 number of {len(text)} digits, at most {MAX_INT_DIGITS}")
     value = 0
     for i, ch in enumerate(text):
         if ch not in _DIGIT_VALUE:
@@ -136,7 +142,9 @@ def from_base62(text: str) -> int:
 
 
 def quote(text: str) -> str:
-    """Quote a string value for the wire: backslash and double quote are escaped, nothing else."""
+    """Quote a string value for the wire: backslash and double quote are escaped, nothing else. A value
+    :func:`decode` would refuse (not a str, too long, a control character) is refused here."""
+    check_string(text, "quoted value")
     return QUOTE + text.replace(ESCAPE, ESCAPE * 2).replace(QUOTE, ESCAPE + QUOTE) + QUOTE
 
 
@@ -147,6 +155,10 @@ def encode(msg: Message) -> str:
     strings) within :data:`MAX_INT_DIGITS` base62 digits, strings of at most :data:`MAX_STRING_CHARS`
     characters without control characters; an error names the field it refuses.
     """
+    if not isinstance(msg, Message):
+        raise NSlipError(f"encode needs a Message, got {type(msg).__name__}")
+    if not isinstance(msg.slots, dict):
+        raise NSlipError(f"slots must be a dict keyed by Slot, got {type(msg.slots).__name__}")
     _check_enum(msg.act, Act, "act")
     _check_enum(msg.frame, Frame, "frame")
     unknown = [key for key in msg.slots if not isinstance(key, Slot)]
@@ -175,6 +187,8 @@ def int_text(value, field: str, other: str = "") -> str:
 
 def check_string(value: str, field: str) -> None:
     """Refuse, naming ``field``, a string :func:`decode` would refuse (too long, a control character)."""
+    if not isinstance(value, str):
+        raise NSlipError(f"{field} must be a str, got {type(value).__name__}")
     if len(value) > MAX_STRING_CHARS:
         raise NSlipError(f"{field}: a string of {len(value)} characters, at most {MAX_STRING_CHARS}")
     bad = next((ch for ch in value if _is_control(ch)), None)
@@ -331,6 +345,8 @@ def decode(text: str) -> Message:
 
 def extract(text: str) -> Message | None:
     """The first well-formed message inside ``text`` (model output with prose, whitespace), else None."""
+    if not isinstance(text, str):
+        raise NSlipError(f"extract needs a str, got {type(text).__name__}")
     pos = text.find(START)
     while pos != -1:
         parser = _Parser(text, pos)

@@ -60,10 +60,28 @@ def read_modelfile(path: str | Path) -> ServeSpec:
     if not path.is_file():
         raise ServeError(f"no Modelfile at {path}: run modelfile.write_modelfile first.")
     values: dict[str, list[str]] = {}
-    for name, value in parse_modelfile(path.read_text()):
+    rewrite = "rewrite it with modelfile.write_modelfile (notebook 04)"
+    try:
+        commands = parse_modelfile(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ServeError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                         f"{rewrite}") from None
+    except RuntimeError as err:  # the parser's ExportError: it names the line
+        raise ServeError(f"{path}: {err}") from None
+    for name, value in commands:
         values.setdefault(name, []).append(value)
     if "from" not in values or "template" not in values:
-        raise ServeError(f"{path} needs FROM and TEMPLATE lines: rewrite it with modelfile.write_modelfile.")
+        raise ServeError(f"{path} needs FROM and TEMPLATE lines: {rewrite}.")
+    try:
+        render_template(values["template"][-1], "")
+    except RuntimeError as err:
+        raise ServeError(f"{path}: {err}") from None
+    try:
+        temperature = float(values.get("temperature", ["0"])[-1])
+    except ValueError:
+        temperature = float("nan")
+    if not 0 <= temperature < float("inf"):
+        raise ServeError(f"{path}: PARAMETER temperature {values['temperature'][-1]!r} is not a number of at least 0")
 
     def local(ref: str) -> Path:
         return (path.parent / ref).resolve()
@@ -73,7 +91,7 @@ def read_modelfile(path: str | Path) -> ServeSpec:
         adapter=local(values["adapter"][-1]) if "adapter" in values else None,
         template=values["template"][-1],
         stops=values.get("stop", []),
-        temperature=float(values.get("temperature", ["0"])[-1]),
+        temperature=temperature,
     )
 
 

@@ -49,6 +49,10 @@ class TrainConfig:
         for name in ("max_steps", "lora_rank", "batch_size", "grad_accum", "save_steps", "logging_steps", "max_length",
                      "warmup_steps", "seed"):
             _check_count(name, getattr(self, name), 0 if name in ("warmup_steps", "seed") else 1)
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"TrainConfig.model must be a model name, got {self.model!r}")
+        if not isinstance(self.output_dir, (str, Path)) or not str(self.output_dir).strip():
+            raise ValueError(f"TrainConfig.output_dir must be a folder path, got {self.output_dir!r}")
         for name in ("learning_rate", "loraplus_lr_ratio"):
             value = getattr(self, name)
             if value is None and name == "loraplus_lr_ratio":
@@ -67,6 +71,8 @@ class TrainConfig:
         **overrides,
     ) -> "TrainConfig":
         """Slider values win; ``None`` means the model's default. Each model gets its own run folder."""
+        if not isinstance(spec, ModelSpec):
+            raise TypeError(f"TrainConfig.from_spec needs a ModelSpec (models.get_spec(name)), got {spec!r}")
         max_steps = spec.max_steps if max_steps is None else max_steps
         lora_rank = spec.lora_rank if lora_rank is None else lora_rank
         _check_count("max_steps", max_steps, 1)  # before the arithmetic below uses it
@@ -128,7 +134,7 @@ def hardware_kwargs(backend: str, hardware: Hardware) -> dict:
 
 
 def sft_config_kwargs(config: TrainConfig, backend: str, hardware: Hardware) -> dict:
-    """What notebook 03 passes to ``SFTConfig``, for the scripts and benchmarks (a test holds the two equal)."""
+    """``SFTConfig``'s arguments, as :func:`make_trainer` passes them (notebook 03, the scripts and benchmarks)."""
     return dict(
         output_dir=str(config.output_dir),
         max_steps=config.max_steps,
@@ -283,7 +289,17 @@ class RunStart:
 
 
 def run_settings(config: TrainConfig, examples: list[dict]) -> dict:
-    """Everything that changes what a run learns: the config (not where it is saved) and a hash of the data."""
+    """Everything that changes what a run learns: the config (not where it is saved) and a hash of the data.
+
+    The examples are checked as the dataset checks them (:func:`~slipcore_nb.dataset.check_example`):
+    training on a row without a target, or on none, fails here, naming it, before a folder is touched."""
+    from .dataset import check_example
+
+    if isinstance(examples, (str, bytes, dict)) or not hasattr(examples, "__iter__"):
+        raise TypeError(f"examples must be a list of dataset rows, got {type(examples).__name__}")
+    examples = [check_example(example, f"examples[{index}]") for index, example in enumerate(examples)]
+    if not examples:
+        raise ValueError("examples is empty: a run needs at least one training example")
     settings = {key: value for key, value in asdict(config).items() if key not in ("output_dir", "logging_steps")}
     data = json.dumps(examples, sort_keys=True, ensure_ascii=False).encode()
     return {**settings, "data_sha256": hashlib.sha256(data).hexdigest()[:16]}
@@ -297,8 +313,10 @@ def start_run(config: TrainConfig, examples: list[dict], fresh: bool = False) ->
     """
     folder = Path(config.output_dir)
     settings = run_settings(config, examples)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"TrainConfig.output_dir {str(folder)!r} is a file, not a run folder")
     record = folder / RUN_RECORD
-    earlier = json.loads(record.read_text()) if record.exists() else None
+    earlier = None if fresh or not record.exists() else _read_record(record)
     checkpoint = last_checkpoint(folder)
     if fresh:
         why = "asked for a fresh run"
@@ -319,6 +337,18 @@ def start_run(config: TrainConfig, examples: list[dict], fresh: bool = False) ->
     folder.mkdir(parents=True)
     whole_files.write_text(record, json.dumps(settings, indent=1))
     return RunStart(None, f"Starting a fresh run in {folder}: {why}.")
+
+
+def _read_record(record: Path) -> dict:
+    try:
+        earlier = json.loads(record.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{record} is damaged ({err}); start over with fresh=True (--fresh), which clears "
+                         "this run folder") from None
+    if not isinstance(earlier, dict):
+        raise ValueError(f"{record} holds a {type(earlier).__name__}, not the run's settings; start over with "
+                         "fresh=True (--fresh)")
+    return earlier
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:

@@ -22,12 +22,12 @@ GOOD = {"role": "planner", "input": "You are a planner agent. Goal[1]: x. Respon
 
 
 @pytest.mark.parametrize("bad, says", [
-    ({"role": "planner", "input": "x"}, "example 1 has no field 'target'"),
+    ({"role": "planner", "input": "x"}, "example 1: missing field 'target'"),
     ({**GOOD, "target": "@a4|f1|c1#"}, "example 1: field 'target' is not valid nSLIP"),
     ({**GOOD, "role": "tester"}, "example 1: field 'role' is 'tester'"),
     ({**GOOD, "input": 7}, "example 1: field 'input' must be a string"),
     ({**GOOD, "input": "half a surrogate \ud800"}, "UTF-8 cannot hold"),
-    ("not a dict", "example 1 is a str"),
+    ("not a dict", "example 1: expected a JSON object (a dict), got str"),
 ])
 def test_write_jsonl_refuses_a_bad_example_and_keeps_the_old_file(tmp_path, bad, says):
     path = tmp_path / "train.jsonl"
@@ -117,7 +117,7 @@ def test_a_damaged_artifact_names_its_path_and_the_notebook(monkeypatch, tmp_pat
         artifacts.load_json("model.json")
     artifacts.save_json("model.json", {"name": "tiny"})
     with pytest.raises(TypeError):
-        artifacts.save_json("model.json", {"name": object()})
+        artifacts.save_json("model.json", {"name": "tiny", "loaded": object()})
     assert artifacts.load_json("model.json") == {"name": "tiny"}  # the failed save left the good file
 
 
@@ -128,7 +128,7 @@ def test_run_all_refuses_an_unknown_benchmark_and_writes_nothing(tmp_path):
     before = summary.read_bytes() if summary.exists() else None
     done = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--only", "bogus"], cwd=REPO,
                           capture_output=True, text=True)
-    assert done.returncode == 2 and "bogus is not one of" in done.stderr
+    assert done.returncode == 2 and "argument --only: 'bogus' is not one of" in done.stderr
     assert (summary.read_bytes() if summary.exists() else None) == before
 
 
