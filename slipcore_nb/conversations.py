@@ -4,7 +4,7 @@ This module holds the protocol's side of the dataset and no wording: a conversat
 :class:`Exchange` (the message an agent received, the facts it was told, the message it must send).
 :mod:`slipcore_nb.instructions` turns each exchange into an instruction in one of many wordings.
 
-The conversation grammar (the README's table is :func:`grammar_table`, checked by a test):
+The conversation grammar (docs/dataset.md's table is :func:`grammar_table`, checked by a test):
 
 - A reply goes **from the addressee of the incoming message to its sender**, in the same
   conversation, with turn = incoming turn + 1, copying the goal ``g``, task ``k`` and parent ``p`` ids.
@@ -139,7 +139,7 @@ def _received(move: Move) -> str:
 
 
 def grammar_table() -> str:
-    """:data:`MOVES` as the markdown table the README shows: which act answers which, and when."""
+    """:data:`MOVES` as the markdown table docs/dataset.md shows: which act answers which, and when."""
     rows = ["| role | receives | answers with | when | tag `t` |", "|---|---|---|---|---|"]
     for move in MOVES.values():
         tags = ", ".join(f"`{tag}`" for tag in move.tags)

@@ -172,7 +172,7 @@ def move_of(target):
 
 
 def test_every_target_follows_the_conversation_grammar(committed):
-    """Each answer is what the README's grammar says, given only what its instruction shows."""
+    """Each answer is what the grammar in docs/dataset.md says, given only what its instruction shows."""
     for ex in [ex for split in committed.values() for ex in split]:
         target, incoming = decode(ex["target"]), extract(ex["input"])
         move = MOVES[move_of(target)]
@@ -264,7 +264,7 @@ def test_the_guide_style_split_is_held_out_and_opens_with_the_guides_prompt(comm
     assert any("Incoming: @" in row["input"] for row in guide if row["role"] == "executor")
 
 
-def test_readme_documents_the_conversation_grammar():
-    readme = (DATA_DIR.parent.parent / "README.md").read_text()
-    assert grammar_table() in readme
+def test_the_dataset_page_documents_the_conversation_grammar():
+    page = (DATA_DIR.parent.parent / "docs" / "dataset.md").read_text()
+    assert grammar_table() in page
     assert all(f"| {move.act.name}/{move.frame.name} |" in grammar_table() for move in MOVES.values())
