@@ -1,4 +1,4 @@
-"""slipcore-notebooks' helper library: what the notebooks import (see the README's notebook table)."""
+"""slipcore-notebooks' helper library: what the notebooks import (see the README's library map)."""
 
 import logging
 
