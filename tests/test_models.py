@@ -5,7 +5,6 @@ import json
 import sys
 
 import pytest
-from notebook_code import keywords, notebook_call
 
 from slipcore_nb import models, tiny
 from slipcore_nb.models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, LORA_TARGETS, Hardware
@@ -45,19 +44,6 @@ def test_a_cpu_with_bf16_matmuls_gets_more_default_steps_and_nothing_else_does()
     assert smollm2.for_hardware(bf16_cpu).learning_rate == smollm2.learning_rate
     assert smollm2.for_hardware(CPU) == smollm2 and smollm2.for_hardware(replace(GPU, cpu_bf16=True)) == smollm2
     assert models.get_spec("tiny").for_hardware(bf16_cpu) == models.get_spec("tiny")
-
-
-@pytest.mark.parametrize("name", ["tiny", DEFAULT_GPU_MODEL])  # smollm2 would be built from its GGUF
-@pytest.mark.parametrize("hardware", [CPU, GPU])
-def test_notebook_01_loads_with_the_library_settings(name, hardware):
-    """01 writes FastLanguageModel's calls out; load_model (scripts, 03) must pass the same arguments."""
-    spec = models.get_spec(name)
-    namespace = {"models": models, "spec": spec, "hardware": hardware}
-    loading = keywords(notebook_call("01_load.ipynb", "FastLanguageModel.from_pretrained"), namespace)
-    assert loading == {"model_name": models.model_path(spec), **models.unsloth_load_kwargs(spec, hardware)}
-    adapters = keywords(notebook_call("01_load.ipynb", "FastLanguageModel.get_peft_model"), namespace)
-    assert adapters == {**models.lora_kwargs(spec), "random_state": 3407,
-                        "use_gradient_checkpointing": models.gradient_checkpointing(hardware)}
 
 
 def test_registry_and_unknown_names():

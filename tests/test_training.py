@@ -1,17 +1,14 @@
 """Training on the real tiny model: exact TRL arguments, label masking, loss goes down, resume."""
 
-import ast
 import dataclasses
 import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 import trl
-from notebook_code import evaluated, notebook_call
 from transformers import TrainerCallback
 
 from slipcore_nb import models, training
@@ -67,18 +64,6 @@ def test_cuda_sft_config_names_real_fields(tmp_path, gpu, bf16):
     assert kwargs["optim"] == "adamw_8bit" and (kwargs["bf16"], kwargs["fp16"]) == (bf16, not bf16)
 
 
-@pytest.mark.parametrize("backend", ["unsloth", "transformers"])
-def test_notebook_03_passes_sft_config_exactly_what_the_library_passes(tmp_path, backend):
-    """The lesson's SFTConfig is written out in 03; scripts and benchmarks take sft_config_kwargs."""
-    call = notebook_call("03_train.ipynb", "trl.SFTConfig")
-    cfg = config(tmp_path)
-    namespace = {"trl": trl, "training": training, "config": cfg,
-                 "loaded": types.SimpleNamespace(backend=backend, hardware=CPU)}
-    in_notebook = evaluated(call, namespace)
-    from_library = trl.SFTConfig(**training.sft_config_kwargs(cfg, backend, CPU))
-    assert in_notebook.to_dict() == from_library.to_dict()
-
-
 def test_prompt_completion_rows_come_from_prompts():
     rows = training.prompt_completion_dataset(EXAMPLES[:2], "</s>")
     assert rows[0] == {"prompt": PROMPT.prompt(EXAMPLES[0]["input"]),
@@ -125,12 +110,6 @@ def test_loraplus_trains_the_b_matrices_at_its_ratio_of_the_learning_rate(loaded
     trainer = training.make_trainer(loaded, EXAMPLES[:8], cfg)
     assert {group["lr"] for group in trainer.optimizer.param_groups if group["params"]} == {
         cfg.learning_rate, 4.0 * cfg.learning_rate}  # the trainer took the LoRA+ optimizer, not its own AdamW
-
-
-def test_notebook_03_builds_its_trainer_with_the_library_optimizers():
-    call = notebook_call("03_train.ipynb", "SFTTrainer")
-    keyword = next(k for k in call.keywords if k.arg == "optimizers")
-    assert ast.unparse(keyword.value) == "training.optimizers(loaded.model, config)"
 
 
 def test_bf16_cpu_training_uses_the_math_attention_kernel_and_restores_the_choice(loaded):
