@@ -405,7 +405,8 @@ def load_model(
 
 
 def lora_kwargs(spec: ModelSpec, lora_rank: int | None = None, lora_alpha: int | None = None) -> dict:
-    """The LoRA settings, the same for Unsloth's ``get_peft_model`` and peft's ``LoraConfig`` (01 shows them)."""
+    """The LoRA settings, the same for Unsloth's ``get_peft_model`` and peft's ``LoraConfig`` (notebook 03 and
+    :func:`load_model` both pass them)."""
     rank = lora_rank or spec.lora_rank
     return dict(
         r=rank,
@@ -418,7 +419,7 @@ def lora_kwargs(spec: ModelSpec, lora_rank: int | None = None, lora_alpha: int |
 
 
 def unsloth_load_kwargs(spec: ModelSpec, hardware: Hardware) -> dict:
-    """``FastLanguageModel.from_pretrained``'s arguments besides the model (01 writes the same call out)."""
+    """``FastLanguageModel.from_pretrained``'s arguments besides the model (notebook 03 and :func:`load_model`)."""
     return dict(
         max_seq_length=spec.max_seq_length,
         dtype=torch_dtype(spec),
