@@ -19,14 +19,12 @@ import gc
 import sys
 import time
 
+from slipcore_nb.arguments import count, counts, file_part, folder, model_name, positive_number
+
 from .common import finish, footer, header, md_table, results_dir, work_dir, write_results
 
 MODULE = "benchmarks.quality_curve"
 SHOWN = ("valid", "protocol_correct", "valid_but_wrong", "rules", "exact")
-
-
-def _ints(text: str) -> list[int]:
-    return sorted({int(x) for x in text.split(",") if x.strip()})
 
 
 class EvalAt:
@@ -148,28 +146,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny model, steps 0,4,8, ranks 8/16 at 4 steps, 8 eval examples")
-    parser.add_argument("--model", help="registry name (default smollm2-135m; tiny with --quick)")
-    parser.add_argument("--steps", help="step counts of the curve, comma-separated (default 0,25,50,100,200)")
-    parser.add_argument("--ranks", help="LoRA ranks to compare (default 8,16,32)")
-    parser.add_argument("--rank-steps", type=int, help="steps of each rank run (default 100)")
-    parser.add_argument("--curve-rank", type=int, default=16, help="LoRA rank of the curve (default 16)")
-    parser.add_argument("--lr", type=float, help="learning rate (default: the model's registry entry)")
-    parser.add_argument("--batch-size", type=int, help="rows per step (default: the model's registry entry)")
-    parser.add_argument("--loraplus-ratio", type=float,
+    parser.add_argument("--model", type=model_name, help="registry name (default smollm2-135m; tiny with --quick)")
+    parser.add_argument("--steps", type=counts(0), help="step counts of the curve, comma-separated (default 0,25,50,100,200)")
+    parser.add_argument("--ranks", type=counts(1), help="LoRA ranks to compare (default 8,16,32)")
+    parser.add_argument("--rank-steps", type=count(), help="steps of each rank run (default 100)")
+    parser.add_argument("--curve-rank", type=count(), default=16, help="LoRA rank of the curve (default 16)")
+    parser.add_argument("--lr", type=positive_number, help="learning rate (default: the model's registry entry)")
+    parser.add_argument("--batch-size", type=count(), help="rows per step (default: the model's registry entry)")
+    parser.add_argument("--loraplus-ratio", type=positive_number,
                         help="LoRA+: train the B matrices at this multiple of the learning rate "
                              "(default: the model's registry entry)")
-    parser.add_argument("--seed", type=int, help="the trainer's seed, so the order of the batches (default: "
+    parser.add_argument("--seed", type=count(0), help="the trainer's seed, so the order of the batches (default: "
                                                  "TrainConfig's); another seed measures run-to-run spread")
-    parser.add_argument("--eval-limit", type=int, help="evaluate on the first N eval examples (default all 200)")
-    parser.add_argument("--data", help="dataset folder to train and evaluate on, e.g. a candidate written by "
+    parser.add_argument("--eval-limit", type=count(), help="evaluate on the first N eval examples (default all 200)")
+    parser.add_argument("--data", type=folder, help="dataset folder to train and evaluate on, e.g. a candidate written by "
                                        "`python -m slipcore_nb.dataset --out DIR` (default: the committed data)")
-    parser.add_argument("--out-suffix", default="",
+    parser.add_argument("--out-suffix", type=file_part, default="",
                         help="results/quality_curve<SUFFIX>.{json,md,png}, so a variant keeps the committed files")
     args = parser.parse_args(argv)
     quick = args.quick
     model = args.model or ("tiny" if quick else "smollm2-135m")
-    curve_steps = _ints(args.steps or ("0,4,8" if quick else "0,25,50,100,200"))
-    ranks = _ints(args.ranks or ("8,16" if quick else "8,16,32"))
+    curve_steps = args.steps or ([0, 4, 8] if quick else [0, 25, 50, 100, 200])
+    ranks = args.ranks or ([8, 16] if quick else [8, 16, 32])
+    if max(curve_steps) < 1:
+        parser.error(f"argument --steps: {curve_steps} trains nothing; the last step count must be at least 1")
     rank_steps = args.rank_steps or (4 if quick else 100)
     eval_limit = args.eval_limit or (8 if quick else None)
     overrides = {key: value for key, value in (("batch_size", args.batch_size),

@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from slipcore_nb.arguments import count, model_name
+
 from .common import finish, footer, header, md_table, results_dir, work_dir, write_results
 from .serving import LONG_FORM, server_run, server_variant
 from .speed import prepare_served_model
@@ -68,8 +70,8 @@ def markdown(data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="default smollm2-135m (tiny with --quick)")
-    parser.add_argument("--prompts", type=int, help="held-out messages per file (default all; 8 with --quick)")
+    parser.add_argument("--model", type=model_name, help="default smollm2-135m (tiny with --quick)")
+    parser.add_argument("--prompts", type=count(), help="held-out messages per file (default all; 8 with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke run on the tiny model")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer

@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from slipcore_nb.arguments import count, model_name
+
 from .common import finish, footer, header, md_table, results_dir, work_dir, write_results
 from .serving import LONG_FORM, answer_concurrently, scored
 
@@ -58,8 +60,8 @@ def markdown(data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--prompts", type=int, help="held-out messages (default all)")
+    parser.add_argument("--model", type=model_name, default="smollm2-135m")
+    parser.add_argument("--prompts", type=count(), help="held-out messages (default all)")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 

@@ -17,6 +17,9 @@ import subprocess
 import sys
 import time
 
+from slipcore_nb import whole_files
+from slipcore_nb.arguments import count, names
+
 from .common import LEDGER, REPO, append_run, finish, header, ledger_row, results_dir, stamp
 
 MODULE = "benchmarks.run_all"
@@ -26,17 +29,14 @@ BENCHMARKS = ("token_economics", "quality_curve", "speed", "reliability")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run of every benchmark (a few minutes)")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
-    parser.add_argument("--eval-limit", type=int, help="passed to quality_curve: evaluate on the first N eval examples")
-    parser.add_argument("--rank-steps", type=int, help="passed to quality_curve: steps of each LoRA-rank run (default 100)")
+    parser.add_argument("--only", type=names(BENCHMARKS), default=list(BENCHMARKS),
+                        help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument("--eval-limit", type=count(), help="passed to quality_curve: evaluate on the first N eval examples")
+    parser.add_argument("--rank-steps", type=count(), help="passed to quality_curve: steps of each LoRA-rank run (default 100)")
     args = parser.parse_args(argv)
     passed = {"quality_curve": [*(["--eval-limit", str(args.eval_limit)] if args.eval_limit else []),
                                 *(["--rank-steps", str(args.rank_steps)] if args.rank_steps else [])]}
-    asked = [name.strip() for name in args.only.split(",")] if args.only is not None else list(BENCHMARKS)
-    unknown = [name for name in asked if name not in BENCHMARKS]
-    if unknown or not asked:
-        parser.error(f"--only {args.only!r}: {', '.join(unknown) or 'nothing'} is not one of {', '.join(BENCHMARKS)}")
-    selected = [b for b in BENCHMARKS if b in asked]
+    selected = args.only
     out = results_dir(args.quick)
     data = header(MODULE)
     data["stamp"] = stamp()
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
     data["total_minutes"] = round(sum(r["minutes"] for r in data["runs"].values()), 1)
     finish(data)
-    (out / "run_all.json").write_text(json.dumps(data, indent=2) + "\n")
+    whole_files.write_text(out / "run_all.json", json.dumps(data, indent=2) + "\n")
     tables = [(out / f"{name}.md").read_text() for name in selected if (out / f"{name}.md").is_file()]
-    (out / "summary.md").write_text("\n\n".join(tables))
+    whole_files.write_text(out / "summary.md", "\n\n".join(tables))
     append_run(out / LEDGER, ledger_row(data, files="run_all.json summary.md"))
     print(f"total {data['total_minutes']} min; wrote {out / 'run_all.json'} and {out / 'summary.md'}")
     if failed:

@@ -25,6 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from slipcore_nb.arguments import count, model_name
+
 from .common import finish, footer, header, md_table, results_dir, work_dir, write_results
 from .speed import prepare_served_model
 
@@ -180,9 +182,9 @@ def markdown(data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prompts", type=int, help="held-out prompts per variant (default 60; 8 with --quick)")
-    parser.add_argument("--slots", type=int, default=8, help="parallel slots and concurrent clients (default 8)")
-    parser.add_argument("--model", help="default smollm2-135m (tiny with --quick)")
+    parser.add_argument("--prompts", type=count(), help="held-out prompts per variant (default 60; 8 with --quick)")
+    parser.add_argument("--slots", type=count(), default=8, help="parallel slots and concurrent clients (default 8)")
+    parser.add_argument("--model", type=model_name, help="default smollm2-135m (tiny with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke run on the tiny model")
     args = parser.parse_args(argv)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -192,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or ("tiny" if args.quick else "smollm2-135m")
     data = header(MODULE)
     served = prepare_served_model(model, work_dir(args.quick), print)
-    count = args.prompts or (8 if args.quick else 60)
-    examples = {split: dataset.load_split(split)[:count] for split in (LONG_FORM, SERVED_FORM)}
+    limit = args.prompts or (8 if args.quick else 60)
+    examples = {split: dataset.load_split(split)[:limit] for split in (LONG_FORM, SERVED_FORM)}
     tokenizer = AutoTokenizer.from_pretrained(served["merged"])
     budget = evaluate.answer_budget(tokenizer, examples[LONG_FORM])
     ggufs = {kind: str(serve.read_modelfile(served[kind]).gguf) for kind in ("f16", "q8_0", "q4_k_m")}

@@ -27,6 +27,9 @@ from pathlib import Path
 
 from slipcore_nb.training import ATTENTION_KERNELS
 
+from slipcore_nb import whole_files
+from slipcore_nb.arguments import count, model_name, names, notebook_prefixes
+
 from .common import REPO, finish, footer, header, md_table, results_dir, work_dir, write_results
 
 MODULE = "benchmarks.speed"
@@ -82,7 +85,7 @@ def one_backend(backend: str, attention: str, skip_input_cast: bool, model: str,
     timed_seconds = sum(step_seconds[warmup:])
     timed_tokens = sum(tokens[warmup:steps])
     param = next(p for p in loaded.model.parameters() if p.requires_grad)
-    out.write_text(json.dumps({
+    whole_files.write_text(out, json.dumps({
         "backend": loaded.backend, "attention": attention, "auto_picks": training.auto_attention_kernel(loaded.model),
         "skip_lora_input_cast": skip_input_cast,
         "note": loaded.note, "model": loaded.spec.name,
@@ -346,12 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny model, 1+2 training steps, 8 prompts, notebooks 01-02 only")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(PARTS)}")
-    parser.add_argument("--model", help="model for (a) and (b) (default smollm2-135m; tiny with --quick)")
-    parser.add_argument("--warmup", type=int, help="untimed training steps (default 2)")
-    parser.add_argument("--timed", type=int, help="timed training steps (default 6)")
-    parser.add_argument("--prompts", type=int, help="eval prompts for (b) (default 50)")
-    parser.add_argument("--notebooks", help="notebook name prefixes for (c), comma-separated (default all; 01,02 with --quick)")
+    parser.add_argument("--only", type=names(PARTS), default=list(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--model", type=model_name, help="model for (a) and (b) (default smollm2-135m; tiny with --quick)")
+    parser.add_argument("--warmup", type=count(0), help="untimed training steps (default 2)")
+    parser.add_argument("--timed", type=count(), help="timed training steps (default 6)")
+    parser.add_argument("--prompts", type=count(), help="eval prompts for (b) (default 50)")
+    parser.add_argument("--notebooks", type=notebook_prefixes, help="notebook name prefixes for (c), comma-separated (default all; 01,02 with --quick)")
     parser.add_argument("--one-backend", choices=("unsloth", "transformers"), help=argparse.SUPPRESS)
     parser.add_argument("--attention", choices=ATTENTION_KERNELS, default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--keep-lora-input-cast", action="store_true", help=argparse.SUPPRESS)
@@ -364,10 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         one_backend(args.one_backend, args.attention, not args.keep_lora_input_cast, model, warmup, timed,
                     args.child_out)
         return 0
-    parts = [p for p in (args.only.split(",") if args.only else PARTS) if p]
-    unknown = set(parts) - set(PARTS)
-    if unknown:
-        parser.error(f"unknown part(s) {sorted(unknown)}; choose from {PARTS}")
+    parts = args.only
 
     def log(text):
         print(text, flush=True)
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         data["generation"] = generation_speed(model, args.prompts or (8 if args.quick else 50),
                                               work_dir(args.quick), log)
     if "notebooks" in parts:
-        prefixes = args.notebooks.split(",") if args.notebooks else (["01", "02"] if args.quick else [])
+        prefixes = args.notebooks or (["01", "02"] if args.quick else [])
         data["notebooks"] = notebook_times(args.quick, prefixes, work_dir(args.quick), log)
     data["seconds"] = round(time.perf_counter() - started, 1)
     finish(data)

@@ -57,6 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+from slipcore_nb import whole_files  # noqa: E402 - stdlib only: files written whole, as everywhere here
+
 MIB = 1024 * 1024
 LIMIT_BYTES = 64 * MIB  # what the device tool carries: tracked + untracked-not-ignored files + carried paths
 PYTHON_VERSION = "3.12"  # /opt/torch/.venv/bin/python3 on the GPU image is 3.12.3
@@ -502,7 +505,7 @@ def travelling_sizes(repo: Path, out: Path) -> dict[str, int]:
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
+        whole_files.write_text(path, text)
 
 
 # ------------------------------------------------------------------------- on the GPU machine
@@ -726,7 +729,7 @@ def install_wheels(bundle: Path, target: str, build_dir: Path, log_dir: Path | N
     if ld_paths:  # libggml-cuda needs libcublas.so.13 even before torch has loaded it
         exports["LD_LIBRARY_PATH"] = os.pathsep.join([*ld_paths, *filter(None, [os.environ.get("LD_LIBRARY_PATH")])])
     env_file = Path(target) / ENV_FILE
-    env_file.write_text("".join(f"export {k}={v}\n" for k, v in exports.items()))
+    whole_files.write_text(env_file, "".join(f"export {k}={v}\n" for k, v in exports.items()))
     print(f"environment for the GPU check (also in {env_file}):")
     print("".join(f"export {k}={v}\n" for k, v in exports.items()), end="", flush=True)
     return {"exports": exports, "timings": timings}
@@ -747,7 +750,7 @@ def build_llama(target: str, build_dir: Path, jobs: int, log_dir: Path | None, c
         raise
     finally:
         record["seconds"] = round(time.monotonic() - started, 1)
-        (Path(target) / BUILD_RECORD).write_text(json.dumps(record) + "\n")
+        whole_files.write_text(Path(target) / BUILD_RECORD, json.dumps(record) + "\n")
     return record
 
 
@@ -796,6 +799,8 @@ def wait_for_build(target: str, timeout: float, poll: float = 5.0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from slipcore_nb.arguments import count, positive_number
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", "--bundle", dest="bundle", default=".gpu", type=Path,
@@ -803,11 +808,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent,
                         help="repository whose travelling files count towards the limit (default: this one)")
     parser.add_argument("--cache", type=Path, default=None, help="download cache (default $SLIPCORE_CACHE/gpu-bundle)")
-    parser.add_argument("--limit-mib", type=float, default=LIMIT_BYTES / MIB, help="size limit (default 64)")
+    parser.add_argument("--limit-mib", type=positive_number, default=LIMIT_BYTES / MIB, help="size limit (default 64)")
     parser.add_argument("--install", action="store_true", help="on the GPU machine: install the wheels and build llama.cpp")
     parser.add_argument("--target", default=DEFAULT_TARGET, help=f"--install: site folder for PYTHONPATH ({DEFAULT_TARGET})")
     parser.add_argument("--build-dir", type=Path, default=Path(DEFAULT_BUILD_DIR), help="--install: where the sdist is unpacked")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 4, help="--install: parallel compile jobs")
+    parser.add_argument("--jobs", type=count(), default=os.cpu_count() or 4, help="--install: parallel compile jobs")
     parser.add_argument("--log-dir", type=Path, default=None, help="--install: where build logs go (e.g. $OUT)")
     parser.add_argument("--no-check", action="store_true", help="--install: skip the import check")
     parser.add_argument("--no-build", action="store_true",

@@ -37,6 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from slipcore_nb import whole_files  # noqa: E402 - after the path
+from slipcore_nb.arguments import count, positive_number  # noqa: E402
 RESULT = REPO / "benchmarks" / "results" / "gpu_check.json"
 
 
@@ -69,8 +71,7 @@ class Check:
 
     def save(self) -> None:
         if self.out:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.out.write_text(json.dumps(self.record(), indent=2, default=str) + "\n")
+            whole_files.write_text(self.out, json.dumps(self.record(), indent=2, default=str) + "\n")
 
     @property
     def passed(self) -> bool:
@@ -263,13 +264,13 @@ def _load_buffers(gguf: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=60, help="training steps per model (default 60)")
-    parser.add_argument("--prompts", type=int, default=40, help="eval prompts for the parity run (default 40)")
+    parser.add_argument("--steps", type=count(), default=60, help="training steps per model (default 60)")
+    parser.add_argument("--prompts", type=count(), default=40, help="eval prompts for the parity run (default 40)")
     parser.add_argument("--out", type=Path, default=RESULT, help=f"result file (default {RESULT.relative_to(REPO)})")
     parser.add_argument("--site", default=None,
                         help="site folder whose llama-cpp-python is still being built (make gpu-check): wait for "
                              "its build record before the GGUF step")
-    parser.add_argument("--build-wait", type=float, default=900, help="seconds to wait for that build (default 900)")
+    parser.add_argument("--build-wait", type=positive_number, default=900, help="seconds to wait for that build (default 900)")
     args = parser.parse_args(argv)
     import torch
 

@@ -22,15 +22,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+from slipcore_nb.arguments import name_and_path, port, url  # noqa: E402 - after the path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--merged", action="store_true", help="serve outputs/merged instead of base + adapter")
-    parser.add_argument("--lora", action="append", default=[], metavar="NAME=PATH",
+    parser.add_argument("--lora", action="append", default=[], type=name_and_path, metavar="NAME=PATH",
                         help="adapters to serve beside the base (default: nslip=outputs/lora)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--check", metavar="URL", help="send one prompt to a running server at URL and decode it")
+    parser.add_argument("--port", type=port, default=8000)
+    parser.add_argument("--check", type=url, metavar="URL", help="send one prompt to a running server at URL and decode it")
     parser.add_argument("--model", default="nslip", help="with --check: the served name to ask (an adapter's, or base)")
     return parser.parse_args(argv)
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         # vLLM puts LoRA on a 16-bit base: the hub id the adapter was trained on, its 16-bit twin for a 4-bit one.
         base = spec.merge_base or (spec.source if "/" in spec.source else str(models.model_path(spec)))
-        loras = dict(item.split("=", 1) for item in args.lora) or {"nslip": str(artifacts.path("lora"))}
+        loras = dict(args.lora) or {"nslip": str(artifacts.path("lora"))}
     rank = max(spec.lora_rank if spec else 16, 16)  # vLLM accepts 8, 16, 32, 64...; 16 covers the defaults
     print("# on a CUDA machine with `pip install vllm` (not run in this project's CI: no GPU there)")
     print(shlex.join(serve_command(base, loras, args.port, rank)))

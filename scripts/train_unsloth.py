@@ -25,20 +25,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+from slipcore_nb.arguments import count, model_name, positive_number  # noqa: E402 - after the path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="registry name, hub id or local folder (default: SLIPCORE_MODEL, else by hardware)")
-    parser.add_argument("--max-steps", type=int, help="training steps (default: the model's)")
-    parser.add_argument("--lora-rank", type=int, help="LoRA rank (default: the model's); alpha = rank")
-    parser.add_argument("--learning-rate", type=float, help="learning rate (default: the model's)")
-    parser.add_argument("--save-steps", type=int, help="checkpoint every N steps (default: the model's)")
+    parser.add_argument("--model", type=model_name, help="registry name, hub id or local folder (default: SLIPCORE_MODEL, else by hardware)")
+    parser.add_argument("--max-steps", type=count(), help="training steps (default: the model's)")
+    parser.add_argument("--lora-rank", type=count(), help="LoRA rank (default: the model's); alpha = rank")
+    parser.add_argument("--learning-rate", type=positive_number, help="learning rate (default: the model's)")
+    parser.add_argument("--save-steps", type=count(), help="checkpoint every N steps (default: the model's)")
     parser.add_argument("--no-4bit", action="store_true",
                         help="load the base in 16 bits even where the registry says 4-bit (ZeRO-3 and FSDP need it)")
     parser.add_argument("--out", type=Path, help="output folder, as SLIPCORE_OUTPUT_DIR (default: outputs/ in the repository)")
     parser.add_argument("--backend", choices=("unsloth", "transformers"), help="force a loading path")
-    parser.add_argument("--eval-limit", type=int, help="score only the first N eval examples")
+    parser.add_argument("--eval-limit", type=count(), help="score only the first N eval examples")
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
     return parser.parse_args(argv)
 

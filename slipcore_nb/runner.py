@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .arguments import notebook_prefix
 from .artifacts import REPO, output_dir
 from .native import describe_exit
 
@@ -116,7 +117,7 @@ def run_notebook(path: Path, executed_dir: Path, timeout: int = 3600):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m slipcore_nb.runner", description=__doc__)
-    parser.add_argument("names", nargs="*", help="notebook name prefixes to run (default: all, in order)")
+    parser.add_argument("names", nargs="*", type=notebook_prefix, help="notebook name prefixes to run (default: all, in order)")
     args = parser.parse_args(argv)
     selected = [nb for nb in notebooks() if not args.names or any(nb.name.startswith(n) for n in args.names)]
     if not selected:
