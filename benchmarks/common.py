@@ -132,8 +132,11 @@ def write_results(out_dir: Path, name: str, data: dict, markdown: str, *, data_d
     if "data sha256" not in markdown:
         markdown += "\n\n" + stamp_line(stamped)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    whole_files.write_text(json_path, json.dumps(data, indent=2, default=str) + "\n")
-    whole_files.write_text(md_path, markdown + "\n")
+    json_text, md_text = json.dumps(data, indent=2, default=str) + "\n", markdown + "\n"
+    for text in (json_text, md_text):  # a text UTF-8 cannot hold fails here, before either file of the pair changes
+        text.encode("utf-8")
+    whole_files.write_text(json_path, json_text)
+    whole_files.write_text(md_path, md_text)
     print(f"wrote {json_path}\nwrote {md_path}")
     if raw is not None:
         raw_path = out_dir / "raw" / f"{name}.json"

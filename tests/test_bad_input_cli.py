@@ -128,8 +128,9 @@ def _snapshot() -> dict:
     return found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def before():
+    """Taken as each case starts (other people's runs may change results/ between cases)."""
     return _snapshot()
 
 
