@@ -64,7 +64,7 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
-# The CUDA path on a GPU machine with no network (the lent H100/H200, sm_90; see scripts/gpu_check.py).
+# The CUDA path on a GPU machine with no network (an H100/H200 image, sm_90; see scripts/gpu_check.py).
 # Here, with the package index: the pinned wheels and a trimmed llama.cpp source into .gpu/ (< 64 MiB).
 gpu-bundle:
 	$(PYTHON) scripts/gpu_bundle.py --out .gpu

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Carry what the CUDA path needs to an offline GPU machine, inside the 64 MiB that travels there.
 
-The lent GPU machine (one H100 or H200, no network, Python 3.12 at ``/opt/torch/.venv/bin/python3`` with torch
-2.11+cu130, transformers 5.17.0, peft, accelerate, nvcc 13.0, cmake, ninja, scikit-build-core) lacks
-unsloth, unsloth_zoo, trl, datasets (+ dill, multiprocess), bitsandbytes, gguf and llama-cpp-python
+The use it serves: running the CUDA path (``make gpu-check``) on a GPU machine that cannot reach a
+package index and receives only a copy of the checkout, so everything the checks import beyond the
+machine's own CUDA PyTorch must travel as pinned, hash-checked files. The image it is written for
+(one H100 or H200, sm_90; Python 3.12 at ``/opt/torch/.venv/bin/python3`` with torch 2.11+cu130,
+transformers 5.17.0, peft, accelerate, nvcc 13.0, cmake, ninja, scikit-build-core) lacks unsloth,
+unsloth_zoo, trl, datasets (+ dill, multiprocess), bitsandbytes, gguf and llama-cpp-python
 (+ diskcache); peft is carried at our pin. This script:
 
 * here, with the package index (``make gpu-bundle``)::
@@ -29,7 +32,7 @@ unsloth, unsloth_zoo, trl, datasets (+ dill, multiprocess), bitsandbytes, gguf a
   nvcc work) if the build does not fit the time. ``make gpu-check`` splits this in two:
   ``--install --no-build`` (seconds), then ``--build-only`` in the background while the GPU training
   checks run; the build ends by writing ``<target>/llama-cpp-build.json``, which gpu_check.py waits
-  for (on the H200: 217 s of nvcc with 14 jobs, hidden behind about 4 minutes of checks).
+  for (nvcc takes minutes; run beside the checks, it costs little wall time: docs/gpu.md).
 
 Standard library only: it runs under the GPU image's Python 3.12 and a developer's Python 3.10+.
 The pure helpers (trimming rules, wheel slimming, size accounting, pip arguments) are unit-tested

@@ -12,7 +12,7 @@ Everything the notebooks do on a GPU, on models built here in seconds (no hub):
 3. the Llama's merged folder to GGUF (f16 and Q4_K_M) with llama.cpp's converter, llama.cpp with
    every layer on the GPU, and greedy parity between the merged model (PyTorch, GPU) and the f16 GGUF;
 4. ``scripts/train_unsloth.py`` under ``accelerate launch`` (configs/accelerate/ddp.yaml, one process
-   per visible GPU), as the README's multi-GPU section tells users to run it.
+   per visible GPU), as docs/scaling.md tells users to run it.
 
 Each step is timed; the record goes to ``benchmarks/results/gpu_check.json`` (a failed step keeps
 its error and the check goes on where it can). Without CUDA it says so in one line.

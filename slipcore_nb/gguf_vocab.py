@@ -1,11 +1,12 @@
 """A GGUF's vocabulary as llama.cpp reads it, and nothing more: no context, no weights.
 
 ``Llama(model_path, vocab_only=True)`` still creates a llama.cpp context for a model without
-tensors. With the CUDA build the process doing that died (SIGSEGV right after ``ggml_cuda_init``,
-NVIDIA H200, ``make gpu-check`` of 2026-12-04) where the CPU build copes; a context is never needed to
-tokenize. :class:`GGUFVocab` loads only the vocabulary through llama.cpp's C API (as llama-cpp-python
-exposes it) and answers what the export checks, the grammar tests and the token counts ask. It has
-run on CPUs only so far: whether it also cures the GPU crash is for the next ``make gpu-check``.
+tensors, and with the CUDA build the process doing that can die (SIGSEGV right after
+``ggml_cuda_init``, seen on an H200 by ``make gpu-check``) where the CPU build copes; a context is never
+needed to tokenize. :class:`GGUFVocab` loads only the vocabulary through llama.cpp's C API (as
+llama-cpp-python exposes it) and answers what the export checks, the grammar tests and the token counts
+ask. The tests cover it on CPUs; on a GPU, ``make gpu-check``'s GGUF step is what shows it avoids the
+crash (docs/gpu.md says whether that step has passed).
 Native code: callers that must survive a crash run it in a child (:mod:`slipcore_nb.native`).
 """
 
