@@ -40,7 +40,8 @@ class LlamaServerError(RuntimeError):
 def build_options(arch: str | None, cuda_release: str | None) -> tuple[str, tuple[str, ...]]:
     """(build variant, extra cmake options). With a GPU and nvcc: the CUDA build 04 makes of
     llama-cpp-python (:func:`slipcore_nb.colab.llama_build`: this GPU's architecture only, no
-    flash-attention kernels, portable CPU code); it has not run yet (no GPU was lent). Else the native CPU build."""
+    flash-attention kernels, portable CPU code), which no test builds (the tests run on CPUs, and
+    ``make gpu-check`` builds llama-cpp-python, not llama-server). Else the native CPU build."""
     build = colab.llama_build(arch, cuda_release)
     return (build.variant, tuple(build.cmake_args.split())) if build.cuda else ("cpu", ())
 
