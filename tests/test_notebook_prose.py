@@ -4,7 +4,7 @@ The prose quotes no run of its own: each expectation names the README table, and
 numbers to the result file behind that table (``benchmarks/results/reliability.json``, and
 ``quantization.json`` for 04's choice of file). A new measurement that moves a number fails here until
 the sentence is rewritten. The prose also carries no dated, per-machine run (no dates, no CPU models):
-those live in the README's history and in ``benchmarks/``.
+those live in ``docs/`` (where-it-ran.md, history.md) and in ``benchmarks/``.
 """
 
 import json
