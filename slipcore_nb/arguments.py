@@ -88,15 +88,14 @@ def model_name(text: str) -> str:
     return text
 
 
-FILE_PART = re.compile(r"[A-Za-z0-9_.+-]*")
-
-
 def file_part(text: str) -> str:
-    """Text added to a file name (``--out-suffix``): letters, digits and ``_ . + -`` only, so it never
-    names another folder (no ``/``) or hides the file (no leading ``.``)."""
-    if not FILE_PART.fullmatch(text) or text.startswith("."):
-        raise Refused(f"{text!r} may hold only letters, digits and _ . + - (not first), so the file stays in its folder")
-    return text
+    """Text added to a file name (``--out-suffix``): :func:`slipcore_nb.whole_files.file_name`'s rule."""
+    from .whole_files import file_name
+
+    try:
+        return file_name(text, "the name part")
+    except ValueError as err:
+        raise Refused(str(err)) from None
 
 
 def folder(text: str) -> Path:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from . import whole_files
 from .artifacts import cache_root
 from .native import NativeCrash, run_in_child
 from .prompts import PROMPT
@@ -269,7 +270,10 @@ def to_gguf(model_dir: str | Path, out_dir: str | Path, types: tuple[str, ...] =
     which, when f16 itself is not asked for, is written to ``work_dir`` (default ``out_dir``).
     """
     model_dir, out = Path(model_dir), Path(out_dir)
-    unknown = [t for t in types if t.lower() not in GGUF_TYPES]
+    whole_files.file_name(name, "name")
+    if isinstance(types, str):
+        raise ExportError(f"types must be a tuple of GGUF types such as ('f16',), got the string {types!r}")
+    unknown = [t for t in types if not isinstance(t, str) or t.lower() not in GGUF_TYPES]
     if unknown:
         raise ExportError(f"unknown GGUF type(s) {unknown}: choose from {list(GGUF_TYPES)}.")
     if not (model_dir / "config.json").is_file():
@@ -332,6 +336,8 @@ def quantize(f16_gguf: str | Path, out_path: str | Path, ftype: str = "Q4_K_M", 
 
     llama.cpp logs a line per tensor; unless ``verbose``, only its errors reach the notebook.
     """
+    if not Path(f16_gguf).is_file():
+        raise ExportError(f"no GGUF file at {f16_gguf} to quantize: run to_gguf first.")
     _llama_cpp_python_version()  # the install hint when the package is missing
     start = time.perf_counter()
     status = run_in_child(_quantize_file, str(f16_gguf), str(out_path), ftype, verbose,
@@ -367,6 +373,7 @@ def adapter_to_gguf(adapter_dir: str | Path, base_dir: str | Path, out_dir: str 
     (peft ``modules_to_save``, e.g. the tiny model's embeddings) must be served merged instead.
     """
     adapter_dir, base_dir, out = Path(adapter_dir), Path(base_dir), Path(out_dir)
+    whole_files.file_name(name, "name")
     config_file = adapter_dir / "adapter_config.json"
     if not config_file.is_file():
         raise ExportError(f"no LoRA adapter at {adapter_dir} (adapter_config.json missing): run save_adapter first.")
@@ -386,6 +393,8 @@ def adapter_to_gguf(adapter_dir: str | Path, base_dir: str | Path, out_dir: str 
 
 def tensor_type_counts(gguf_path: str | Path) -> dict[str, int]:
     """How many tensors of each type (F16, Q8_0, Q4_K, Q6_K, ...) a GGUF file holds, via the vendored reader."""
+    if not Path(gguf_path).is_file():
+        raise ExportError(f"no GGUF file at {gguf_path}: run to_gguf first.")
     converter = find_converter()
     code = ("import collections, json, sys; from gguf import GGUFReader; "
             "r = GGUFReader(sys.argv[1]); "
@@ -399,6 +408,8 @@ def tensor_type_counts(gguf_path: str | Path) -> dict[str, int]:
 
 def eos_token(gguf_path: str | Path) -> str:
     """The EOS token's text as llama.cpp reads it from the GGUF (what Ollama's stop list must hold)."""
+    if not Path(gguf_path).is_file():
+        raise ExportError(f"no GGUF file at {gguf_path}: run to_gguf first.")
     return run_in_child(_eos_text, str(gguf_path), what=f"llama.cpp reading the vocabulary of {Path(gguf_path).name}")
 
 

@@ -142,6 +142,14 @@ class LlamaServer:
         self.gguf = Path(gguf)
         if not self.gguf.is_file():
             raise LlamaServerError(f"no model file {self.gguf}: export one with notebook 04 first.")
+        for name, value, least in (("parallel", parallel, 1), ("ctx_per_slot", ctx_per_slot, 1),
+                                   ("threads", threads, 1), ("port", port, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least
+                                      or (name == "port" and value > 65535)):
+                raise ValueError(f"LlamaServer {name} must be " + ("a port 1..65535" if name == "port" else
+                                 f"an int of at least {least}") + f", got {value!r}")
+        if isinstance(loras, (str, Path)):
+            raise ValueError(f"LlamaServer loras must be a tuple of adapter files, got the single path {str(loras)!r}")
         self.parallel, self.ctx_per_slot, self.threads = parallel, ctx_per_slot, threads
         self.loras = tuple(Path(lora) for lora in loras)
         self.extra_cpu_buffers = extra_cpu_buffers
@@ -174,6 +182,9 @@ class LlamaServer:
     def start(self, timeout: float = 120) -> "LlamaServer":
         import httpx
 
+        missing = [str(lora) for lora in self.loras if not lora.is_file()]
+        if missing:  # checked here, not in __init__: command() may print a server to start elsewhere
+            raise LlamaServerError(f"LlamaServer loras: no adapter file {missing[0]} (adapter_to_gguf writes one)")
         self.binary = self.binary or build()
         with open(self.log, "w") as sink:
             self.process = subprocess.Popen(self.command(), stdout=sink, stderr=subprocess.STDOUT,

@@ -125,6 +125,12 @@ def answer(instructions: list[str], modelfile: str | Path, *, runtime: str = "au
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if isinstance(instructions, str) or not all(isinstance(text, str) for text in instructions):
+        raise TypeError("instructions must be a list of str (one answer each), got "
+                        + (f"the single string {instructions[:40]!r}" if isinstance(instructions, str)
+                           else repr(instructions)[:80]))
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
     spec = read_modelfile(modelfile)
     host = host or ollama_host()
     if runtime == "llama.cpp":

@@ -8,6 +8,7 @@ so before calling :func:`write_text`, so a refused row never touches the file.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -28,3 +29,12 @@ def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def file_name(text: str, what: str) -> str:
+    """``text`` as (part of) one file's name in its folder, or a ValueError naming ``what``: letters, digits
+    and ``_ . + -`` only, not first a dot or a dash, so it never names another folder or hides the file."""
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]*|", text):
+        raise ValueError(f"{what} {text!r} may hold only letters, digits and _ . + - (not first . or -), "
+                         "so the file stays in its folder")
+    return text

@@ -295,7 +295,51 @@ def misc_cases():
                    f"render_template-{template!r}")
 
 
-CASES = [*protocol_cases(), *dataset_cases(), *training_cases(), *models_cases(), *artifacts_cases(), *prompt_cases(),
+def serving_cases():
+    from slipcore_nb import export, serve
+    from slipcore_nb.llama_server import LlamaServer, LlamaServerError
+
+    gguf = __file__  # any file stands in for the model: every check here runs before one is read
+    for name, value, says in (("parallel", 0, r"LlamaServer parallel must be an int of at least 1, got 0"),
+                              ("ctx_per_slot", -512, r"LlamaServer ctx_per_slot must be an int of at least 1"),
+                              ("threads", 1.5, r"LlamaServer threads must be an int"),
+                              ("port", 70000, r"LlamaServer port must be a port 1\.\.65535, got 70000"),
+                              ("port", "8080", r"LlamaServer port must be a port")):
+        yield case(lambda n=name, v=value: LlamaServer(gguf, **{n: v}), ValueError, says, f"LlamaServer-{name}-{value!r}")
+    yield case(lambda: LlamaServer(gguf, loras="a.gguf"), ValueError, r"loras must be a tuple .* 'a\.gguf'",
+               "LlamaServer-loras-a-string")
+    yield case(lambda: LlamaServer(gguf, loras=("/nonexistent/a.gguf",)).start(), LlamaServerError,
+               r"LlamaServer loras: no adapter file /nonexistent/a\.gguf", "LlamaServer-loras-missing")
+    yield case(lambda: LlamaServer("/nonexistent/m.gguf"), LlamaServerError, r"no model file /nonexistent/m\.gguf",
+               "LlamaServer-no-gguf")
+    yield case(lambda: serve.answer("one prompt", gguf), TypeError, r"instructions must be a list of str .*single string",
+               "answer-a-string")
+    yield case(lambda: serve.answer([None], gguf), TypeError, r"instructions must be a list of str", "answer-none-item")
+    yield case(lambda: serve.answer(["x"], gguf, max_tokens=0), ValueError, r"max_tokens must be a positive int",
+               "answer-max-tokens")
+    yield case(lambda: serve.answer(["x"], gguf, runtime="vllm"), ValueError, r"runtime must be one of", "answer-runtime")
+    yield case(lambda: serve.answer(["x"], "/nonexistent/Modelfile"), serve.ServeError,
+               r"no Modelfile at /nonexistent/Modelfile", "answer-no-modelfile")
+    for name in ("../x", "/tmp/x", ".hidden", "a b", "-x"):
+        yield case(lambda n=name: export.to_gguf("/nonexistent", "/nonexistent/out", name=n), ValueError,
+                   rf"^name '{re.escape(name)}' may hold only", f"to_gguf-name-{name!r}")
+        yield case(lambda n=name: export.adapter_to_gguf("/x", "/y", "/z", name=n), ValueError, r"^name .* may hold only",
+                   f"adapter_to_gguf-name-{name!r}")
+    yield case(lambda: export.to_gguf("/nonexistent", "/tmp/out", types="f16"), ExportError,
+               r"types must be a tuple .* string 'f16'", "to_gguf-types-a-string")
+    yield case(lambda: export.to_gguf("/nonexistent", "/tmp/out", types=("q2",)), ExportError,
+               r"unknown GGUF type\(s\) \['q2'\]", "to_gguf-types-unknown")
+    yield case(lambda: export.to_gguf("/nonexistent", "/tmp/out"), ExportError,
+               r"no merged model at /nonexistent \(config\.json missing\)", "to_gguf-no-model")
+    for call, what in ((lambda: export.quantize("/nonexistent/m.gguf", "/tmp/q.gguf"), "quantize"),
+                       (lambda: export.tensor_type_counts("/nonexistent/m.gguf"), "tensor_type_counts"),
+                       (lambda: export.eos_token("/nonexistent/m.gguf"), "eos_token")):
+        yield case(call, ExportError, r"no GGUF file at /nonexistent/m\.gguf", f"{what}-no-gguf")
+    yield case(lambda: export.adapter_to_gguf("/nonexistent/lora", "/y", "/z"), ExportError,
+               r"no LoRA adapter at /nonexistent/lora", "adapter_to_gguf-no-adapter")
+
+
+CASES = [*serving_cases(), *protocol_cases(), *dataset_cases(), *training_cases(), *models_cases(), *artifacts_cases(), *prompt_cases(),
          *evaluate_cases(), *misc_cases()]
 
 
