@@ -65,7 +65,9 @@ class Move:
     from the facts). ``after_tags``: the incoming tags it follows (empty: any). ``slots``: each slot it
     carries and its source: ``in`` (the incoming's same slot, where it has one), ``in:k`` (the
     incoming's task id), ``fact:<name>`` (what the agent was told; where it was not, the model's
-    choice) or ``tag`` (the model's choice, tied to the tag by :data:`BY_TAG`).
+    choice) or ``tag`` (the model's choice, tied to the tag by :data:`BY_TAG`). ``needs``: facts the
+    sender must hold to make the move at all (an executor reports only a result it has); ``unless``:
+    facts that rule it out (an executor holding an outcome no longer answers that it started or is busy).
     """
 
     role: str
@@ -78,7 +80,11 @@ class Move:
     addressing: str = "reply"
     after_tags: tuple[str, ...] = ()
     slots: tuple[tuple[Slot, str], ...] = COPIED
+    needs: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
 
+
+OUTCOME_FACTS = ("result", "error_code")  # what an executor holds once its run has ended
 
 MOVES: dict[str, Move] = {
     "open": Move("coordinator", "planner", Act.REQUEST, Frame.TASK, (None,), ("new_task",), "a goal to delegate",
@@ -99,13 +105,15 @@ MOVES: dict[str, Move] = {
                      slots=((Slot.GOAL_ID, "in"), (Slot.TASK_ID, "fact:subtask"), (Slot.PARENT_TASK_ID, "in:k"),
                             (Slot.PRIORITY, "in"))),
     "accept": Move("executor", "coordinator", Act.ACCEPT, Frame.TASK, (REQUEST_TASK,), ("accepted",),
-                   "it started, no result yet"),
-    "busy": Move("executor", "coordinator", Act.REJECT, Frame.TASK, (REQUEST_TASK,), ("busy",), "it is busy"),
+                   "it started, no result yet", unless=OUTCOME_FACTS),
+    "busy": Move("executor", "coordinator", Act.REJECT, Frame.TASK, (REQUEST_TASK,), ("busy",), "it is busy",
+                 unless=OUTCOME_FACTS),
     "report": Move("executor", "coordinator", Act.INFORM, Frame.OBSERVATION, (REQUEST_TASK,),
                    tuple(f"exec_{status}" for status in STATUSES), "it has an outcome (u = status, r = result)",
-                   slots=(*COPIED, (Slot.RESULT_ID, "fact:result"), (Slot.STATUS, "tag"))),
+                   slots=(*COPIED, (Slot.RESULT_ID, "fact:result"), (Slot.STATUS, "tag")), needs=("result",)),
     "error": Move("executor", "coordinator", Act.ERROR, Frame.OBSERVATION, (REQUEST_TASK,), ("exec_error",),
-                  "it hit an error (e = code)", slots=(*COPIED, (Slot.ERROR_CODE, "fact:error_code"))),
+                  "it hit an error (e = code)", slots=(*COPIED, (Slot.ERROR_CODE, "fact:error_code")),
+                  needs=("error_code",)),
     "evaluate": Move("critic", "coordinator", Act.EVAL, Frame.EVALUATION,
                      ((Act.INFORM, Frame.OBSERVATION), (Act.ERROR, Frame.OBSERVATION)),
                      ("eval_pass", "eval_retry", "eval_fail"), "a report arrived (to its coordinator)",
@@ -151,14 +159,19 @@ class ProtocolError(ValueError):
     """A state the move table has no answer for: an unknown role, or a message no move of the role answers."""
 
 
-def legal_moves(role: str, incoming: Message | None) -> list[str]:
-    """The moves ``role`` may make on receiving ``incoming`` (``None``: nothing received), in table order."""
+def legal_moves(role: str, incoming: Message | None, facts: dict | None = None) -> list[str]:
+    """The moves ``role`` may make on receiving ``incoming`` (``None``: nothing received), in table order;
+    with ``facts``, only those its facts allow (``Move.needs`` held, ``Move.unless`` not)."""
     if role not in ROLES:
         raise ProtocolError(f"role must be one of {ROLES}, got {role!r}")
     pair = None if incoming is None else (incoming.act, incoming.frame)
     tag = None if incoming is None else incoming.slots.get(Slot.TAG)
-    return [name for name, move in MOVES.items()
-            if move.role == role and pair in move.answers and (not move.after_tags or tag in move.after_tags)]
+    moves = [name for name, move in MOVES.items()
+             if move.role == role and pair in move.answers and (not move.after_tags or tag in move.after_tags)]
+    if facts is None:
+        return moves
+    return [name for name in moves if all(facts.get(key) is not None for key in MOVES[name].needs)
+            and all(facts.get(key) is None for key in MOVES[name].unless)]
 
 
 def implied_request(me: int, goal_id: int) -> Message:

@@ -4,7 +4,8 @@ An agent runtime already holds most of what the model is asked to repeat: its ro
 message it answers, the facts it was given (its executor, a new subtask id). From those,
 :func:`~slipcore_nb.conversations.fixed_fields` fixes the reply's conversation, turn, sender,
 addressee and copied ids, and :func:`~slipcore_nb.conversations.legal_moves` names the moves the role
-may make there. :func:`state_gbnf` writes those fields as literals and offers one alternative per
+may make there with those facts (an executor holding a result reports it; one holding none can only
+say it started or is busy). :func:`state_gbnf` writes those fields as literals and offers one alternative per
 legal move and tag, each with its own act and frame digits, so a digit can never disagree with its tag.
 The model keeps the choices that are its own: which legal move, a report's status and the critic's
 score (each tied to its tag), and any id or agent no fact gives.
@@ -83,14 +84,15 @@ def state_gbnf(role: str, me: int, incoming: Message | None, facts: dict | None 
     ``error_code``). Raises :class:`~slipcore_nb.conversations.ProtocolError` where no move applies."""
     if isinstance(me, bool) or not isinstance(me, int) or me < 0:
         raise ProtocolError(f"me (the agent's own id) must be a non-negative int, got {me!r}")
-    moves = legal_moves(role, incoming)
+    facts = facts or {}
+    moves = legal_moves(role, incoming, facts)
     if not moves:
         received = "nothing" if incoming is None else f"{incoming.act.name}/{incoming.frame.name}"
         raise ProtocolError(f"no move of the {role} answers {received} (see conversations.MOVES)")
     rules: dict[str, str] = {ROOT: ""}
     names = []
     for move in moves:
-        fixed = fixed_fields(move, incoming, me, facts or {})
+        fixed = fixed_fields(move, incoming, me, facts)
         for i, tag in enumerate(MOVES[move].tags):
             name = f"{move}-{i}"
             rules[name] = _alternative(move, tag, fixed)

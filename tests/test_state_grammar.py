@@ -37,7 +37,7 @@ def obeys(role: str, me: int, incoming, facts: dict, text: str) -> list[str]:
     """What is wrong with ``text`` as this agent's message under the move table ([] when nothing)."""
     message = decode(text)
     move = MOVE_OF_TAG.get(message.slots.get(Slot.TAG))
-    if move not in legal_moves(role, incoming):
+    if move not in legal_moves(role, incoming, facts):
         return [f"tag {message.slots.get(Slot.TAG)!r} is no legal move of the {role}"]
     spec, fixed = MOVES[move], fixed_fields(move, incoming, me, facts)
     problems = [] if (message.act, message.frame) == (spec.act, spec.frame) else ["act/frame"]
@@ -189,6 +189,17 @@ def test_legal_moves_follow_the_table():
     assert legal_moves("coordinator", evaluation) == ["retry"]
     for role in ROLES:
         assert all(MOVES[move].role == role for ex in EXCHANGES for move in legal_moves(role, ex.incoming))
+
+
+def test_an_executors_outcome_decides_between_reporting_and_answering_that_it_started():
+    """What the executor holds is state the runtime knows: a result is reported, an error code is sent
+    as an ERROR, and with neither it can only say it started or is busy (the model's choice)."""
+    task = decode('@a3|f0|c7|S0|d2|T3|g5|kC|p9|q3|t"execute"#')
+    assert legal_moves("executor", task) == ["accept", "busy", "report", "error"]
+    assert legal_moves("executor", task, {}) == ["accept", "busy"]
+    assert legal_moves("executor", task, {"result": 5}) == ["report"]
+    assert legal_moves("executor", task, {"error_code": "timeout"}) == ["error"]
+    assert state_gbnf("executor", 2, task, {"result": 5}).startswith("root ::= report-0 | report-1 | report-2\n")
 
 
 def test_the_guides_prompt_has_one_message():
