@@ -7,7 +7,7 @@ reads GBNF from ``grammar``; vLLM (0.12 and later) from ``structured_outputs.gra
 it with xgrammar; SGLang from ``ebnf``. The grammar is always :func:`slipcore_nb.grammar.nslip_gbnf`'s,
 generated from the protocol tables; tests hold xgrammar's verdicts on it equal to llama.cpp's.
 
-Tested here against llama-server only (vLLM and SGLang need CUDA; see the README's vLLM recipe).
+Tested here against llama-server only (vLLM and SGLang need CUDA; see the vLLM recipe in docs/scaling.md).
 """
 
 from __future__ import annotations
