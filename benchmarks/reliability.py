@@ -21,33 +21,20 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from slipcore_nb.agents import DECODING as MODES
+from slipcore_nb.arguments import count, counts, file_part, folder, model_name
 from slipcore_nb.conversations import MOVES, ROLES
 
-from .common import REPO, finish, footer, header, md_table, results_dir, work_dir, write_results
+from .common import finish, footer, header, md_table, results_dir, stamp, stamp_line, work_dir, write_results
 
 MODULE = "benchmarks.reliability"
 SPLITS = ("eval_unseen", "eval", "eval_guide")
 FIELDS = ("act_frame", "turn", "conv", "src_dst", "ids", "rules")
-
-
-def stamp(data_dir: Path) -> dict:
-    """The commit (and whether the tree had changes) and a sha256 over the data files, so a number names its inputs."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    digest = hashlib.sha256()
-    for path in sorted(data_dir.glob("*.jsonl")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return {"commit": git("rev-parse", "HEAD") or "unknown", "tree_changed": bool(git("status", "--porcelain")),
-            "data": str(data_dir), "data_sha256": digest.hexdigest()}
 
 
 def messages(loaded, data_dir: Path, eval_limit: int | None, log) -> dict:
@@ -167,9 +154,7 @@ def markdown(data: dict) -> str:
              "Protocol-correct per move (the target's move):", "", md_table(move_rows), "",
              f"**Conversations** (notebook 06: {count} conversations, 4 llama-server slots, f16 GGUF): clean = every "
              "message right as sent. `state` is the runtime's knowledge (state grammar), not the model's: "
-             "the free row is the model's own.", "", md_table(mode_rows), "",
-             f"_commit {data['stamp']['commit'][:10]}{' (with uncommitted changes)' if data['stamp']['tree_changed'] else ''}"
-             f", data sha256 {data['stamp']['data_sha256'][:12]}_"]
+             "the free row is the model's own.", "", md_table(mode_rows), "", stamp_line(data["stamp"])]
     lines.append(footer(data))
     return "\n".join(lines)
 
@@ -178,31 +163,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 8 steps, 8 messages per split, "
                                                              "2 conversations")
-    parser.add_argument("--model", help="registry name (default smollm2-135m; tiny with --quick)")
-    parser.add_argument("--seeds", default=None, help="batch orders to train, comma-separated (default 1,2; "
-                                                      "none with --adapter unless given)")
-    parser.add_argument("--adapter", type=Path, help="also score this trained LoRA adapter (e.g. outputs/lora)")
-    parser.add_argument("--steps", type=int, help="training steps (default: the model's registry entry)")
-    parser.add_argument("--eval-limit", type=int, help="score the first N messages of each split (default all)")
-    parser.add_argument("--conversations", type=int, help="conversations per decoding mode (default 16)")
-    parser.add_argument("--data", type=Path, help="dataset folder (default: the committed data/finetune)")
-    parser.add_argument("--out-suffix", default="", help="results/reliability<SUFFIX>.{json,md}")
+    parser.add_argument("--model", type=model_name, help="registry name (default smollm2-135m; tiny with --quick)")
+    parser.add_argument("--seeds", type=counts(0), default=None,
+                        help="batch orders to train, comma-separated (default 1,2; none with --adapter unless given)")
+    parser.add_argument("--adapter", type=folder, help="also score this trained LoRA adapter (e.g. outputs/lora)")
+    parser.add_argument("--steps", type=count(), help="training steps (default: the model's registry entry)")
+    parser.add_argument("--eval-limit", type=count(), help="score the first N messages of each split (default all)")
+    parser.add_argument("--conversations", type=count(), help="conversations per decoding mode (default 16)")
+    parser.add_argument("--data", type=folder, help="dataset folder (default: the committed data/finetune)")
+    parser.add_argument("--out-suffix", type=file_part, default="", help="results/reliability<SUFFIX>.{json,md}")
     parser.add_argument("--out", type=Path, help="folder for the result files (default: benchmarks/results, "
                                                  "results/quick with --quick)")
     args = parser.parse_args(argv)
-    try:
-        seeds = [int(x) for x in (args.seeds if args.seeds is not None else ("" if args.adapter else "1,2")).split(",")
-                 if x.strip()]
-    except ValueError:
-        parser.error(f"--seeds takes integers separated by commas, got {args.seeds!r}")
+    seeds = args.seeds if args.seeds is not None else ([] if args.adapter else [1, 2])
     if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
-        parser.error(f"--adapter {args.adapter}: no adapter_config.json there (train one with 03 or make demo)")
+        parser.error(f"argument --adapter: no adapter_config.json in {args.adapter} (train one with 03 or make demo)")
     if not seeds and args.adapter is None:
         parser.error("nothing to score: give --seeds, --adapter or both")
-    for name, value in (("--steps", args.steps), ("--eval-limit", args.eval_limit),
-                        ("--conversations", args.conversations)):
-        if value is not None and value < 1:
-            parser.error(f"{name} must be at least 1, got {value}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"argument --out: {str(args.out)!r} is a file, not a folder")
 
     from slipcore_nb import dataset
 
@@ -210,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or ("tiny" if quick else "smollm2-135m")
     steps = args.steps or (8 if quick else None)
     eval_limit = args.eval_limit or (8 if quick else None)
-    count = args.conversations or (2 if quick else 16)
+    talks = args.conversations or (2 if quick else 16)
     data_dir = args.data or dataset.DATA_DIR
     data = header(MODULE)
     data.update(model=model, stamp=stamp(data_dir), eval_limit=eval_limit, orders=[])
@@ -224,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = ([(None, args.adapter)] if args.adapter else []) + [(seed, None) for seed in seeds]
     for seed, adapter in plan:
         log(f"reliability: {model}, " + (f"adapter {adapter}" if adapter else f"seed {seed}"))
-        data["orders"].append(one_order(model, seed, adapter, steps, data_dir, eval_limit, count, work, log))
+        data["orders"].append(one_order(model, seed, adapter, steps, data_dir, eval_limit, talks, work, log))
     data["seconds"] = round(time.perf_counter() - started, 1)
     finish(data)
     write_results(out, f"reliability{args.out_suffix}", data, markdown(data))

@@ -12,6 +12,7 @@ Tested here against llama-server only (vLLM and SGLang need CUDA; see the vLLM r
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -66,6 +67,10 @@ class CompletionsClient:
             raise TypeError(f"stop must be a list of strings (e.g. ['###']), got {stop!r}")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+        if not isinstance(prompt, str) or not prompt:
+            raise TypeError(f"prompt must be non-empty text (PROMPT.prompt(instruction)), got {prompt!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number of at least 0 (0: greedy), got {temperature!r}")
         body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
                 "stop": list(PROMPT.extra_stops if stop is None else stop), **self.extra, **extra}
         if grammar is not None:

@@ -169,15 +169,19 @@ def test_a_template_without_the_prompt_is_refused():
         render_template("### Instruction:\n{{ .Input }}", "x")
 
 
-@pytest.mark.parametrize("stop, max_tokens, error, says", [
-    ("###", 8, TypeError, "stop must be a list of strings"), (["#", 3], 8, TypeError, "stop must be a list"),
-    (None, 0, ValueError, "max_tokens must be a positive int"), (None, True, ValueError, "max_tokens"),
+@pytest.mark.parametrize("prompt, stop, max_tokens, temperature, error, says", [
+    ("P", "###", 8, 0.0, TypeError, "stop must be a list of strings"),
+    ("P", ["#", 3], 8, 0.0, TypeError, "stop must be a list"),
+    ("P", None, 0, 0.0, ValueError, "max_tokens must be a positive int"), ("P", None, True, 0.0, ValueError, "max_tokens"),
+    (None, None, 8, 0.0, TypeError, "prompt must be non-empty text"), ("", None, 8, 0.0, TypeError, "prompt must be"),
+    ("P", None, 8, -0.5, ValueError, "temperature must be a finite number"),
+    ("P", None, 8, float("nan"), ValueError, "temperature"), ("P", None, 8, "0.7", ValueError, "temperature"),
 ])
-def test_a_completion_request_refuses_what_the_server_would_misread(stop, max_tokens, error, says):
+def test_a_completion_request_refuses_what_the_server_would_misread(prompt, stop, max_tokens, temperature, error, says):
     from slipcore_nb.completions import CompletionsClient
 
     with CompletionsClient("http://127.0.0.1:9") as client, pytest.raises(error, match=says):
-        client.request_body("P", stop=stop, max_tokens=max_tokens)
+        client.request_body(prompt, stop=stop, max_tokens=max_tokens, temperature=temperature)
 
 
 @pytest.mark.parametrize("eos", [None, 2])

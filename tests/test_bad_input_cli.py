@@ -79,7 +79,9 @@ ROWS = {  # command -> [(argv, the flag the message must name)]
     "benchmarks.reliability": [
         (["--seeds", "a"], "--seeds"), (["--steps", "0"], "--steps"), (["--eval-limit", "0"], "--eval-limit"),
         (["--conversations", "0"], "--conversations"), (["--adapter", "/nonexistent/lora"], "--adapter"),
-        (["--steps", "x"], "--steps"),
+        (["--steps", "x"], "--steps"), (["--out-suffix", "../x"], "--out-suffix"), (["--model", " x"], "--model"),
+        (["--data", "README.md"], "--data"), (["--out", "README.md"], "--out"), (["--seeds", "1,1"], "--seeds"),
+        (["--seeds", "-1"], "--seeds"),
     ],
     "scripts/train_unsloth": [
         (["--max-steps", "0"], "--max-steps"), (["--max-steps", "-5"], "--max-steps"),
