@@ -178,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds is not None else ([] if args.adapter else [1, 2])
     if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
         parser.error(f"argument --adapter: no adapter_config.json in {args.adapter} (train one with 03 or make demo)")
-    if not seeds and args.adapter is None:
-        parser.error("nothing to score: give --seeds, --adapter or both")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         parser.error(f"argument --out: {str(args.out)!r} is a file, not a folder")
 

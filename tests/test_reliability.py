@@ -32,8 +32,9 @@ def test_quick_reliability_writes_a_stamped_result(tmp_path):
 
 
 def test_unknown_arguments_are_refused_by_name(tmp_path):
-    for args, says in ((["--seeds", "one"], "--seeds takes integers"), (["--adapter", str(tmp_path)], "adapter_config"),
-                       (["--seeds", ""], "nothing to score"), (["--steps", "0"], "--steps must be at least 1")):
+    for args, says in ((["--seeds", "one"], "argument --seeds: 'one' is not an int"),
+                       (["--adapter", str(tmp_path)], "adapter_config"), (["--seeds", ""], "argument --seeds"),
+                       (["--steps", "0"], "argument --steps: '0' is out of range")):
         done = subprocess.run([sys.executable, "-m", "benchmarks.reliability", *args], cwd=REPO,
                               capture_output=True, text=True)
         assert done.returncode == 2 and says in done.stderr, (args, done.stderr)
