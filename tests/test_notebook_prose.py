@@ -1,4 +1,4 @@
-"""What notebooks 01-05 tell a learner to expect is what the result files measured.
+"""What the notebooks tell a learner to expect is what the result files measured.
 
 The prose quotes no run of its own: each expectation names the README table, and this test holds its
 numbers to the result file behind that table (``benchmarks/results/reliability.json``, and
@@ -16,7 +16,7 @@ import pytest
 from slipcore_nb import models
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ("01_load", "02_prepare", "03_train", "04_export", "05_ollama_test")
+NOTEBOOKS = ("01_load", "02_prepare", "03_train", "04_export", "05_ollama_test", "06_agents")
 RESULTS = REPO / "benchmarks" / "results"
 
 
