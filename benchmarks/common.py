@@ -172,7 +172,7 @@ def ledger_row(data: dict, files: str = "", **extra) -> dict:
            "data_sha256": str(stamped.get("data_sha256", ""))[:12], "model": data.get("model", ""),
            "minutes": f"{data['seconds'] / 60:.1f}" if data.get("seconds") else "",
            "other_cores": data.get("other_processes_cores", ""), "command": data.get("command", ""),
-           "note": data.get("note", "")}
+           "rerun": "yes (same command)", "note": data.get("note", "")}
     row.update(_key_numbers(data))
     row.update({key: value for key, value in extra.items() if value is not None})
     return {column: row.get(column, "") for column in LEDGER_COLUMNS}

@@ -28,6 +28,7 @@ def test_write_results_stamps_the_files_and_appends_one_row_per_run(tmp_path):
     assert [r["date"] for r in rows] == ["2026-12-07 10:00", "2026-12-08 10:00"]  # appended, the first kept
     assert rows[0]["protocol_correct"] == "12.5" and rows[0]["steps"] == "8" and rows[0]["data_sha256"]
     assert rows[0]["files"] == "quality_curve.json quality_curve.md"
+    assert rows[0]["rerun"] and rows[0]["command"] == "python -m benchmarks.quality_curve"  # as the committed ledger asks
 
 
 def test_a_benchmark_that_stamped_itself_is_not_stamped_twice(tmp_path):
