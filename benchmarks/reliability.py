@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from slipcore_nb.agents import DECODING as MODES
-from slipcore_nb.arguments import count, counts, file_part, folder, model_name
+from slipcore_nb.arguments import count, counts, file_part, folder, model_name, out_folder
 from slipcore_nb.conversations import MOVES, ROLES
 
 from .common import finish, footer, header, md_table, results_dir, stamp, stamp_line, work_dir, write_results
@@ -172,14 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=count(), help="conversations per decoding mode (default 16)")
     parser.add_argument("--data", type=folder, help="dataset folder (default: the committed data/finetune)")
     parser.add_argument("--out-suffix", type=file_part, default="", help="results/reliability<SUFFIX>.{json,md}")
-    parser.add_argument("--out", type=Path, help="folder for the result files (default: benchmarks/results, "
+    parser.add_argument("--out", type=out_folder, help="folder for the result files (default: benchmarks/results, "
                                                  "results/quick with --quick)")
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else ([] if args.adapter else [1, 2])
     if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
         parser.error(f"argument --adapter: no adapter_config.json in {args.adapter} (train one with 03 or make demo)")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        parser.error(f"argument --out: {str(args.out)!r} is a file, not a folder")
 
     from slipcore_nb import dataset
 

@@ -106,6 +106,14 @@ def folder(text: str) -> Path:
     return path
 
 
+def out_folder(text: str) -> Path:
+    """A folder to write into: one that exists, or a path with nothing there yet (``~`` expanded)."""
+    path = Path(text).expanduser()
+    if not text or (path.exists() and not path.is_dir()):
+        raise Refused(f"{text!r} is a file, not a folder" if text else "'' names no folder")
+    return path
+
+
 def port(text: str) -> int:
     """A TCP port, 1..65535."""
     value = count(1)(text)

@@ -26,7 +26,7 @@ import random
 from pathlib import Path
 
 from . import whole_files
-from .arguments import count
+from .arguments import count, out_folder
 from .conversations import GUIDE_ANSWER, GUIDE_PROMPT, ROLES, all_goal_texts, conversation
 from .instructions import guide_instruction, instruction, served_instruction
 from .protocol import NSlipError, decode, encode
@@ -249,15 +249,13 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m slipcore_nb.dataset",
         description="Generate the nSLIP finetune dataset (train, eval, eval_unseen and eval_served .jsonl).",
     )
-    parser.add_argument("--out", type=Path, default=DATA_DIR, help="output folder (default: %(default)s)")
+    parser.add_argument("--out", type=out_folder, default=DATA_DIR, help="output folder (default: %(default)s)")
     parser.add_argument("--num-conversations", type=count(3), default=DEFAULT_CONVERSATIONS,
                         help="conversations in total, one goal each (default: %(default)s)")
     parser.add_argument("--eval-conversations", type=count(1), default=DEFAULT_EVAL_CONVERSATIONS,
                         help="of those, held out for eval.jsonl and again for eval_unseen.jsonl (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"argument --out: {str(args.out)!r} is a file, not a folder")
     try:
         splits = build_splits(args.num_conversations, args.eval_conversations, args.seed)
     except ValueError as err:
