@@ -80,7 +80,7 @@ def other_processes_cores(since: tuple[float, float, float] | None = _STARTED) -
 def header(module: str) -> dict:
     """Machine, package versions, date and command: the first keys of every results file."""
     from slipcore_nb.environment import package_versions
-    from slipcore_nb.models import detect_hardware
+    from slipcore_nb.machine import detect_hardware
 
     return {
         "benchmark": module.rsplit(".", 1)[-1],

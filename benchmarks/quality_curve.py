@@ -87,9 +87,9 @@ def run(model: str, examples: list[dict], train: list[dict], max_steps: int, ran
     """Load, train ``max_steps`` with evaluations at ``eval_steps`` (0 = before training), return the points.
 
     ``overrides`` replaces :class:`~slipcore_nb.training.TrainConfig` fields (batch size, LoRA+ ratio)."""
-    from slipcore_nb import models, training
+    from slipcore_nb import loading, training
 
-    loaded = models.load_model(model, lora_rank=rank)
+    loaded = loading.load_model(model, lora_rank=rank)
     config = training.TrainConfig.from_spec(loaded.spec, max_steps=max_steps, lora_rank=rank, learning_rate=lr,
                                             output_dir=out_root, **overrides)
     points: list[dict] = []

@@ -87,13 +87,13 @@ def conversations(loaded, work: Path, count: int, log) -> dict:
 def one_order(model: str, seed: int | None, adapter: Path | None, steps: int | None, data_dir: Path,
               eval_limit: int | None, count: int, work: Path, log) -> dict:
     """Train (or load ``adapter``), then score messages and conversations."""
-    from slipcore_nb import dataset, models, training
+    from slipcore_nb import dataset, loading, training
 
     if adapter is not None:
-        loaded = models.load_trained(adapter, model)
+        loaded = loading.load_trained(adapter, model)
         settings = {"adapter": str(adapter)}
     else:
-        loaded = models.load_model(model)
+        loaded = loading.load_model(model)
         train = dataset.load_split("train", data_dir)
         config = training.TrainConfig.from_spec(loaded.spec, max_steps=steps, output_dir=work / "checkpoints",
                                                 seed=seed)

@@ -65,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 
-    from slipcore_nb import dataset, evaluate, export, models, role_adapters
+    from slipcore_nb import dataset, evaluate, export, registry, role_adapters, weights
     from slipcore_nb.conversations import ROLES
     from slipcore_nb.llama_server import LlamaServer
 
     data = header(MODULE)
     shared = exported_shared(args.model)
-    spec = models.get_spec(args.model)
-    base = models.base_folder(spec)
+    spec = registry.get_spec(args.model)
+    base = weights.base_folder(spec)
     work = work_dir(False) / "role-adapters" / args.model.replace("/", "--")
     train, examples = dataset.load_split("train"), dataset.load_split(LONG_FORM)[: args.prompts]
     role_steps = max(1, shared["steps"] // len(ROLES))

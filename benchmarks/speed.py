@@ -47,10 +47,10 @@ def one_backend(backend: str, attention: str, skip_input_cast: bool, model: str,
     import torch
     from transformers import TrainerCallback
 
-    from slipcore_nb import dataset, models, training
+    from slipcore_nb import dataset, loading, training
 
     start = time.perf_counter()
-    loaded = models.load_model(model, backend=backend)
+    loaded = loading.load_model(model, backend=backend)
     load_seconds = time.perf_counter() - start
     steps = warmup + timed
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
@@ -161,7 +161,7 @@ def _exported_by_notebooks(model: str) -> dict | None:
 
 def prepare_served_model(model: str, work: Path, log) -> dict:
     """Merged folder + f16/Q4_K_M GGUFs with their Modelfiles, from the best trained model at hand."""
-    from slipcore_nb import export, modelfile, models
+    from slipcore_nb import export, loading, modelfile
 
     found = _exported_by_notebooks(model)
     if found:
@@ -169,10 +169,10 @@ def prepare_served_model(model: str, work: Path, log) -> dict:
     adapter = work / "curve-lora"
     if (adapter / "adapter_config.json").is_file():
         source = f"adapter kept by benchmarks.quality_curve ({adapter})"
-        loaded = models.load_trained(adapter, model)
+        loaded = loading.load_trained(adapter, model)
     else:
         source = f"untrained {model} (no export or benchmark adapter found; LoRA at init = the base model)"
-        loaded = models.load_model(model, backend="transformers")
+        loaded = loading.load_model(model, backend="transformers")
     log(f"(b) building the served model from: {source}")
     target = work / "speed-export"
     merged = export.merge_to_16bit(loaded.model, loaded.tokenizer, target / "merged")

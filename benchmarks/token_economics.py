@@ -67,10 +67,10 @@ def shipped_tokenizer_files() -> list[Path]:
 
 def tokenizers() -> tuple[dict, list[dict]]:
     """name -> tokenizer, plus what the search of site-packages found and what became of each file."""
-    from slipcore_nb import models
+    from slipcore_nb import loading
 
-    chosen = {"SmolLM2-135M (HF tokenizer)": models.load_tokenizer("smollm2-135m"),
-              "tiny (SentencePiece on our corpus)": models.load_tokenizer("tiny")}
+    chosen = {"SmolLM2-135M (HF tokenizer)": loading.load_tokenizer("smollm2-135m"),
+              "tiny (SentencePiece on our corpus)": loading.load_tokenizer("tiny")}
     searched = []
     for path in shipped_tokenizer_files():
         entry = {"file": str(path), "package": path.relative_to(_site_root(path)).parts[0]}

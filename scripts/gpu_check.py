@@ -88,7 +88,7 @@ def environment() -> dict:
     from unsloth import is_bfloat16_supported
 
     from slipcore_nb import environment as env
-    from slipcore_nb.models import detect_hardware
+    from slipcore_nb.machine import detect_hardware
 
     hardware = detect_hardware()
     assert hardware.gpu_bf16 == is_bfloat16_supported(), (hardware, is_bfloat16_supported())
@@ -100,11 +100,11 @@ def precision_decisions(work: Path) -> dict:
     """The SFTConfig for this GPU and for a T4 (capability 7.5: fp16, though torch emulates bf16)."""
     import trl
 
-    from slipcore_nb import models, training
+    from slipcore_nb import machine, registry, training
 
-    here = models.detect_hardware()
+    here = machine.detect_hardware()
     t4 = replace(here, gpu="Tesla T4 (simulated)", gpu_bf16=False)
-    config = training.TrainConfig.from_spec(models.get_spec("tiny"), max_steps=2, output_dir=work)
+    config = training.TrainConfig.from_spec(registry.get_spec("tiny"), max_steps=2, output_dir=work)
     decided = {}
     for label, hardware in (("this GPU", here), ("simulated T4", t4)):
         args = trl.SFTConfig(**training.sft_config_kwargs(config, "unsloth", hardware))
@@ -117,7 +117,7 @@ def precision_decisions(work: Path) -> dict:
 def logits(model, tokenizer, text: str):
     import torch
 
-    from slipcore_nb.models import compute_device
+    from slipcore_nb.loading import compute_device
 
     with torch.no_grad():
         batch = tokenizer(text, return_tensors="pt").to(compute_device(model))
@@ -128,13 +128,13 @@ def train_4bit(name: str, steps: int, work: Path, t4: bool = False) -> tuple[dic
     """Load ``name`` in 4-bit through Unsloth, train ``steps`` steps, keep the trained model for the merge."""
     import bitsandbytes as bnb
 
-    from slipcore_nb import dataset, models, training
+    from slipcore_nb import dataset, loading, training
 
-    loaded = models.load_model(name, load_in_4bit=True)
+    loaded = loading.load_model(name, load_in_4bit=True)
     assert loaded.backend == "unsloth", loaded.note
     packed = sum(1 for p in loaded.model.parameters() if isinstance(p, bnb.nn.Params4bit))
     assert packed > 0, "no bitsandbytes 4-bit weights after a 4-bit load"
-    total, trainable = models.parameter_counts(loaded.model)
+    total, trainable = loading.parameter_counts(loaded.model)
     if t4:
         loaded = replace(loaded, hardware=replace(loaded.hardware, gpu_bf16=False))
     config = training.TrainConfig.from_spec(loaded.spec, max_steps=steps, output_dir=work / f"{name}-run")
@@ -166,15 +166,15 @@ def merge(loaded, work: Path) -> dict:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from slipcore_nb import export, modelfile, models
+    from slipcore_nb import export, loading, modelfile, weights
     from slipcore_nb.prompts import PROMPT
 
     text = PROMPT.prompt("You are the planner agent (id 2). Goal[1]: Add rate limiting. Respond with one nSLIP message.")
     trained = logits(loaded.model, loaded.tokenizer, text)
     adapter = export.save_adapter(loaded.model, loaded.tokenizer, work / f"{loaded.spec.name}-lora")
-    base = models.base_folder(loaded.spec)
+    base = weights.base_folder(loaded.spec)
     merged = export.merge_to_16bit(loaded.model, loaded.tokenizer, work / f"{loaded.spec.name}-merged", base_dir=base)
-    model, tokenizer = models.load_merged(merged.path)
+    model, tokenizer = loading.load_merged(merged.path)
     ours = logits(model, tokenizer, text)
     reference = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).cuda(), adapter.path).eval()
@@ -191,7 +191,7 @@ def gguf_on_gpu(merged_dir: str, work: Path, prompts: int) -> dict:
     """f16 + Q4_K_M GGUFs, llama.cpp with every layer on the GPU, greedy parity with PyTorch on the GPU."""
     import llama_cpp
 
-    from slipcore_nb import dataset, evaluate, export, models, serve
+    from slipcore_nb import dataset, evaluate, export, loading, serve
     from slipcore_nb.native import run_in_child
     from slipcore_nb.prompts import PROMPT
 
@@ -203,7 +203,7 @@ def gguf_on_gpu(merged_dir: str, work: Path, prompts: int) -> dict:
     instructions = [ex["input"] for ex in examples]
     modelfile = modelfile.write_modelfile(ggufs["f16"].path, out_dir=work / "gguf" / "ollama-f16").modelfile
     answers = serve.answer(instructions, modelfile, runtime="llama.cpp")
-    model, tokenizer = models.load_merged(merged_dir)
+    model, tokenizer = loading.load_merged(merged_dir)
     budget = evaluate.answer_budget(tokenizer, examples)
     start = time.perf_counter()
     torch_raw = evaluate.generate(model, tokenizer, [PROMPT.prompt(i) for i in instructions], max_new_tokens=budget)

@@ -48,7 +48,7 @@ def serve_command(base: str, loras: dict[str, str], port: int, max_lora_rank: in
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from slipcore_nb import artifacts, models
+    from slipcore_nb import artifacts, registry, weights
     from slipcore_nb.completions import CompletionsClient
     from slipcore_nb.conversations import GUIDE_PROMPT
     from slipcore_nb.grammar import write_gbnf
@@ -62,14 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         print(answer.text, "->", decode(answer.text))
         return 0
     record = artifacts.path("model.json")
-    spec = models.get_spec(json.loads(record.read_text())["name"]) if record.exists() else None
+    spec = registry.get_spec(json.loads(record.read_text())["name"]) if record.exists() else None
     if args.merged:
         base, loras = str(artifacts.path("merged")), {}
     elif spec is None:
         raise SystemExit("no outputs/model.json: run notebooks 01-03 or scripts/train_unsloth.py first.")
     else:
         # vLLM puts LoRA on a 16-bit base: the hub id the adapter was trained on, its 16-bit twin for a 4-bit one.
-        base = spec.merge_base or (spec.source if "/" in spec.source else str(models.model_path(spec)))
+        base = spec.merge_base or (spec.source if "/" in spec.source else str(weights.model_path(spec)))
         loras = dict(args.lora) or {"nslip": str(artifacts.path("lora"))}
     rank = max(spec.lora_rank if spec else 16, 16)  # vLLM accepts 8, 16, 32, 64...; 16 covers the defaults
     print("# on a CUDA machine with `pip install vllm` (not run in this project's CI: no GPU there)")

@@ -49,15 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("UNSLOTH_AUTO_INSTALL", "0")
     if args.out:
         os.environ["SLIPCORE_OUTPUT_DIR"] = str(args.out.resolve())
-    from slipcore_nb import artifacts, dataset, distributed, evaluate, export, models, training
+    from slipcore_nb import artifacts, dataset, distributed, evaluate, export, loading, machine, registry, training
 
     ranks = distributed.Ranks.from_env()
     say = print if ranks.main else (lambda *_, **__: None)  # one voice in the log, not one per rank
-    choice = models.choose_model() if args.model is None else None
+    choice = registry.choose_model() if args.model is None else None
     name = args.model or choice.name
     reason = choice.reason if choice else "named with --model"
     say(f"model: {name} ({reason})")
-    loaded = models.load_model(name, lora_rank=args.lora_rank, backend=args.backend,
+    loaded = loading.load_model(name, lora_rank=args.lora_rank, backend=args.backend,
                               load_in_4bit=False if args.no_4bit else None)
     say(f"backend: {loaded.backend} - {loaded.note}")
     say(f"processes: {ranks.describe()}")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if ranks.main:
         # What notebook 01 would have written, so 04 and 05 continue from this run.
         artifacts.save_json("model.json", {"name": name, "reason": reason, "backend": loaded.backend,
-                                           "hardware": models.detect_hardware().describe()})
+                                           "hardware": machine.detect_hardware().describe()})
     before = evaluate.evaluate(loaded.model, loaded.tokenizer, held_out, progress=True) if scores else None
     if before is not None:
         say("before training:", before.summary())

@@ -78,8 +78,8 @@ def names(choices: tuple[str, ...]):
 
 
 def model_name(text: str) -> str:
-    """A model name :func:`slipcore_nb.models.get_spec` accepts (a registry name, hub id or folder)."""
-    from .models import get_spec
+    """A model name :func:`slipcore_nb.registry.get_spec` accepts (a registry name, hub id or folder)."""
+    from .registry import get_spec
 
     try:
         get_spec(text)

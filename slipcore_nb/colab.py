@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Mapping, MutableMapping
 
 from . import whole_files
-from .models import COLAB_MARKERS, SMOLLM2_PACKAGE, default_model  # torch-free: models imports torch only inside functions
+from .registry import COLAB_MARKERS, SMOLLM2_PACKAGE, default_model  # torch-free: registry imports only the standard library
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("01_load", "02_prepare", "03_train", "04_export", "05_ollama_test", "06_agents")
@@ -265,7 +265,7 @@ def missing_requirements(names, *, requires: Callable = metadata.requires,
 
 
 def chosen_model(env: Mapping[str, str], output_dir: Path, gpu: bool) -> str:
-    """The model the notebooks will load: SLIPCORE_MODEL, else 01's model.json, else models' default."""
+    """The model the notebooks will load: SLIPCORE_MODEL, else 01's model.json, else the registry's default."""
     if env.get("SLIPCORE_MODEL"):
         return env["SLIPCORE_MODEL"]
     try:

@@ -120,7 +120,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only: pad on the left
-    from .models import compute_device
+    from .loading import compute_device
 
     device = compute_device(model)
     batches = range(0, len(prompts), batch_size)

@@ -224,7 +224,7 @@ def merge_to_16bit(model, tokenizer, out_dir: str | Path, dtype: str = "bfloat16
     """LoRA folded into the base weights, saved as a plain 16-bit HF folder (the converter's input).
 
     Unsloth models use their own ``save_pretrained_merged``, which reads the 16-bit base shard by
-    shard (a 4-bit model cannot be merged exactly) from ``base_dir`` (:func:`models.base_folder`: a
+    shard (a 4-bit model cannot be merged exactly) from ``base_dir`` (:func:`weights.base_folder`: a
     local folder, so nothing is downloaded behind the notebook's back); a plain peft model is merged
     on a copy, so the model in the notebook keeps its adapter. bfloat16 keeps fp32's range.
     """

@@ -27,9 +27,9 @@ def train(model_name: str, examples: list[dict], role: str, out_dir: str | Path,
 
     Returns (the adapter folder, :class:`~slipcore_nb.training.TrainResult`).
     """
-    from . import export, models, training
+    from . import export, loading, training
 
-    loaded = models.load_model(model_name, lora_rank=lora_rank)
+    loaded = loading.load_model(model_name, lora_rank=lora_rank)
     config = training.TrainConfig.from_spec(loaded.spec, max_steps=max_steps, lora_rank=lora_rank,
                                             output_dir=Path(out_dir) / "checkpoints" / role)
     own = role_examples(examples, role)

@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import artifacts, distributed, whole_files
-from .models import Hardware, LoadedModel, ModelSpec
+from .loading import LoadedModel
+from .machine import Hardware
+from .registry import ModelSpec
 from .prompts import PROMPT
 
 
@@ -72,7 +74,7 @@ class TrainConfig:
     ) -> "TrainConfig":
         """Slider values win; ``None`` means the model's default. Each model gets its own run folder."""
         if not isinstance(spec, ModelSpec):
-            raise TypeError(f"TrainConfig.from_spec needs a ModelSpec (models.get_spec(name)), got {spec!r}")
+            raise TypeError(f"TrainConfig.from_spec needs a ModelSpec (registry.get_spec(name)), got {spec!r}")
         max_steps = spec.max_steps if max_steps is None else max_steps
         lora_rank = spec.lora_rank if lora_rank is None else lora_rank
         _check_count("max_steps", max_steps, 1)  # before the arithmetic below uses it
@@ -364,7 +366,7 @@ def bf16_weights_on_cpu(model) -> bool:
     """Unsloth's CPU path on a CPU with bf16 matmuls: the case the two speedups below are for."""
     import torch
 
-    from .models import compute_device
+    from .loading import compute_device
 
     return compute_device(model).type == "cpu" and any(w.dtype == torch.bfloat16 for w in model.parameters())
 

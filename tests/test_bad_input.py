@@ -197,15 +197,15 @@ def test_the_answer_never_trains_a_non_text_end_of_sequence(eos):
     ("learning_rate", 0), ("learning_rate", -1e-3), ("learning_rate", float("nan")), ("learning_rate", "2e-3"),
 ])
 def test_a_training_setting_no_run_can_use_is_refused_by_name(field, value):
-    from slipcore_nb import models
+    from slipcore_nb import registry
 
     with pytest.raises(ValueError, match=f"TrainConfig.{field} must be"):
-        training.TrainConfig.from_spec(models.get_spec("tiny"), output_dir="/tmp/unused", **{field: value})
+        training.TrainConfig.from_spec(registry.get_spec("tiny"), output_dir="/tmp/unused", **{field: value})
 
 
 @pytest.mark.parametrize("name", ["", "   ", " tiny", "tiny\n", "org/m\tx", None])
 def test_a_model_name_that_is_no_model_is_refused_by_name(name):
-    from slipcore_nb import models
+    from slipcore_nb import registry
 
     with pytest.raises(ValueError, match="is neither one of"):
-        models.get_spec(name)
+        registry.get_spec(name)

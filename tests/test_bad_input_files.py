@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from slipcore_nb import artifacts, dataset, environment, models, training
+from slipcore_nb import artifacts, dataset, environment, loading, registry, training
 from slipcore_nb.dataset import DatasetError
 
 GOOD = {"role": "planner", "input": "You are a planner agent. Goal[1]: x. Respond with nSLIP.",
@@ -180,12 +180,12 @@ ENV = [  # variable, value, the call that reads it, error, what the message says
      r"SLIPCORE_EVAL_LIMIT='0' is out of range: it must be at least 1"),
     ("SLIPCORE_EVAL_LIMIT", "all", lambda: environment.env_number("SLIPCORE_EVAL_LIMIT", None, minimum=1), ValueError,
      r"SLIPCORE_EVAL_LIMIT='all' is not a valid int"),
-    ("SLIPCORE_MODEL", " tiny", lambda: models.choose_model(), ValueError, r"model name ' tiny' \(SLIPCORE_MODEL"),
-    ("SLIPCORE_MODEL", "tiny\n", lambda: models.choose_model(), ValueError, r"\(SLIPCORE_MODEL or --model\)"),
-    ("SLIPCORE_MODEL", "   ", lambda: models.choose_model(), ValueError, r"\(SLIPCORE_MODEL or --model\)"),
-    ("SLIPCORE_BACKEND", "torch", lambda: models.load_model("tiny"), ValueError,
+    ("SLIPCORE_MODEL", " tiny", lambda: registry.choose_model(), ValueError, r"model name ' tiny' \(SLIPCORE_MODEL"),
+    ("SLIPCORE_MODEL", "tiny\n", lambda: registry.choose_model(), ValueError, r"\(SLIPCORE_MODEL or --model\)"),
+    ("SLIPCORE_MODEL", "   ", lambda: registry.choose_model(), ValueError, r"\(SLIPCORE_MODEL or --model\)"),
+    ("SLIPCORE_BACKEND", "torch", lambda: loading.load_model("tiny"), ValueError,
      r"backend must be one of \('unsloth', 'transformers'\), got 'torch' \(check SLIPCORE_BACKEND\)"),
-    ("SLIPCORE_BACKEND", "Unsloth", lambda: models.load_model("tiny"), ValueError, r"check SLIPCORE_BACKEND"),
+    ("SLIPCORE_BACKEND", "Unsloth", lambda: loading.load_model("tiny"), ValueError, r"check SLIPCORE_BACKEND"),
     ("SLIPCORE_OUTPUT_DIR", "{file}", artifacts.output_dir, NotADirectoryError,
      r"SLIPCORE_OUTPUT_DIR='.*afile': .* is a file, not a folder"),
     ("SLIPCORE_OUTPUT_DIR", "{file}/below", artifacts.output_dir, NotADirectoryError, r"SLIPCORE_OUTPUT_DIR="),

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from slipcore_nb import (artifacts, conversations, dataset, economics, environment, evaluate, grammar, models, protocol,
+from slipcore_nb import (artifacts, conversations, dataset, economics, environment, evaluate, grammar, protocol, registry,
                          training)
 from slipcore_nb.dataset import DatasetError
 from slipcore_nb.export import ExportError
@@ -21,7 +21,7 @@ from slipcore_nb.protocol import Act, Frame, Message, NSlipError, Slot
 
 GOOD = {"role": "planner", "input": "You are a planner agent. Goal[1]: x. Respond with nSLIP.",
         "target": '@a4|f1|c1|S1|d0|T2|g1|k1|q3|t"plan_v1"#'}
-SPEC = models.get_spec("tiny")
+SPEC = registry.get_spec("tiny")
 
 
 def message(**fields) -> Message:
@@ -203,7 +203,7 @@ def training_cases():
 
 def models_cases():
     for name in ("", " tiny", "tiny ", "a\nb", "a\tb", None, 7):
-        yield case(lambda n=name: models.get_spec(n), ValueError, r"model name .*\(SLIPCORE_MODEL or --model\)",
+        yield case(lambda n=name: registry.get_spec(n), ValueError, r"model name .*\(SLIPCORE_MODEL or --model\)",
                    f"get_spec-{name!r}")
 
 

@@ -198,9 +198,9 @@ def test_run_folders_of_path_like_names_never_collide(first, second):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(min_size=1, max_size=30).filter(lambda s: s == s.strip() and s.isprintable()))
 def test_a_config_for_any_model_name_stays_under_its_root(tmp_path, name):
-    from slipcore_nb import models
+    from slipcore_nb import registry
 
-    config = training.TrainConfig.from_spec(models.get_spec(name), output_dir=tmp_path / "checkpoints")
+    config = training.TrainConfig.from_spec(registry.get_spec(name), output_dir=tmp_path / "checkpoints")
     assert config.output_dir.resolve().parent == (tmp_path / "checkpoints").resolve()
 
 

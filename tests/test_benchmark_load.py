@@ -34,7 +34,7 @@ def test_footer_warns_only_when_others_competed():
 
 
 def test_cpu_description_names_the_model_and_the_flags_that_set_training_speed():
-    from slipcore_nb.models import Hardware, cpu_description, cpu_has_bf16
+    from slipcore_nb.machine import Hardware, cpu_description, cpu_has_bf16
 
     amx = "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
     zen = "model name\t: AMD EPYC 7551 32-Core Processor\nflags\t\t: fpu sse2 avx2\n"

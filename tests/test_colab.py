@@ -282,11 +282,11 @@ def test_versions_that_live_outside_requirements_match_the_makefile_and_models()
 
 
 def test_the_model_guess_matches_the_notebooks_defaults(tmp_path):
-    from slipcore_nb import models
+    from slipcore_nb import registry
 
-    assert colab.chosen_model({"COLAB_RELEASE_TAG": "release-colab"}, tmp_path, gpu=True) == models.DEFAULT_COLAB_MODEL
-    assert colab.chosen_model({}, tmp_path, gpu=True) == models.DEFAULT_GPU_MODEL
-    assert colab.chosen_model({}, tmp_path, gpu=False) == models.DEFAULT_CPU_MODEL
+    assert colab.chosen_model({"COLAB_RELEASE_TAG": "release-colab"}, tmp_path, gpu=True) == registry.DEFAULT_COLAB_MODEL
+    assert colab.chosen_model({}, tmp_path, gpu=True) == registry.DEFAULT_GPU_MODEL
+    assert colab.chosen_model({}, tmp_path, gpu=False) == registry.DEFAULT_CPU_MODEL
     (tmp_path / "model.json").write_text('{"name": "smollm2-135m"}')  # 01's choice, read in 02-05
     assert colab.chosen_model({}, tmp_path, gpu=True) == "smollm2-135m"
     assert colab.chosen_model({"SLIPCORE_MODEL": "tiny"}, tmp_path, gpu=True) == "tiny"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from slipcore_nb import models
+from slipcore_nb import registry
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("01_load", "02_prepare", "03_train", "04_export", "05_ollama_test", "06_agents")
@@ -69,7 +69,7 @@ def test_the_default_bf16_cpu_run_is_quoted_as_measured(reliability):
     valid = _range(order["messages"]["eval_unseen"]["valid"] for order in reliability)
     minutes = _range(order["settings"]["train_minutes"] for order in reliability if "train_minutes" in order["settings"])
     steps = {order["settings"]["max_steps"] for order in reliability if "max_steps" in order["settings"]}
-    assert steps == {models.get_spec("smollm2-135m").bf16_cpu_max_steps}, "the benchmark ran other than the default"
+    assert steps == {registry.get_spec("smollm2-135m").bf16_cpu_max_steps}, "the benchmark ran other than the default"
     for notebook in NOTEBOOKS:
         text = markdown(notebook)
         for quoted_steps, percent, quoted_minutes in BF16_RUN.findall(text):

@@ -11,14 +11,14 @@ import pytest
 import trl
 from transformers import TrainerCallback
 
-from slipcore_nb import models, training
+from slipcore_nb import loading, machine, registry, training
 from slipcore_nb.dataset import load_split
 from slipcore_nb.prompts import PROMPT
 
 EXAMPLES = load_split("train")[:256]
-CPU = models.Hardware(cuda=False, gpu=None, cpu_cores=2, cpu_capability="AVX512")
-H100 = models.Hardware(cuda=True, gpu="NVIDIA H100", cpu_cores=16, cpu_capability="AVX512", gpu_bf16=True)
-T4 = models.Hardware(cuda=True, gpu="Tesla T4", cpu_cores=2, cpu_capability="AVX2", gpu_bf16=False)
+CPU = machine.Hardware(cuda=False, gpu=None, cpu_cores=2, cpu_capability="AVX512")
+H100 = machine.Hardware(cuda=True, gpu="NVIDIA H100", cpu_cores=16, cpu_capability="AVX512", gpu_bf16=True)
+T4 = machine.Hardware(cuda=True, gpu="Tesla T4", cpu_cores=2, cpu_capability="AVX2", gpu_bf16=False)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,11 +29,11 @@ def tiny_cache(tmp_path_factory, monkeypatch):
 
 
 def config(tmp_path, **kw):
-    return training.TrainConfig.from_spec(models.get_spec("tiny"), output_dir=tmp_path, **kw)
+    return training.TrainConfig.from_spec(registry.get_spec("tiny"), output_dir=tmp_path, **kw)
 
 
 def test_config_from_sliders_and_registry(tmp_path):
-    spec = models.get_spec("tiny")
+    spec = registry.get_spec("tiny")
     default = training.TrainConfig.from_spec(spec, output_dir=tmp_path)
     assert (default.max_steps, default.learning_rate, default.lora_rank) == (spec.max_steps, spec.learning_rate, 16)
     moved = training.TrainConfig.from_spec(spec, max_steps=40, lora_rank=8, learning_rate=1e-3, output_dir=tmp_path)
@@ -72,7 +72,7 @@ def test_prompt_completion_rows_come_from_prompts():
 
 @pytest.fixture
 def loaded():
-    return models.load_model("tiny")
+    return loading.load_model("tiny")
 
 
 def test_only_the_answer_is_trained_on(loaded, tmp_path):
@@ -90,7 +90,7 @@ def _assert_learns(losses):
 
 
 def test_short_training_lowers_the_loss_through_unsloth(tmp_path):
-    loaded = models.load_model("tiny")
+    loaded = loading.load_model("tiny")
     assert loaded.backend == "unsloth"
     cfg = config(tmp_path, max_steps=30)
     result = training.train(training.make_trainer(loaded, EXAMPLES, cfg), training.start_run(cfg, EXAMPLES))
@@ -164,9 +164,9 @@ def test_bf16_cpu_training_skips_the_lora_input_round_trip_and_computes_the_same
 
 TRANSFORMERS_ONLY = """
 import sys
-from slipcore_nb import models, training
+from slipcore_nb import loading, training
 from slipcore_nb.dataset import load_split
-loaded = models.load_model("tiny", backend="transformers")
+loaded = loading.load_model("tiny", backend="transformers")
 config = training.TrainConfig.from_spec(loaded.spec, max_steps=30, output_dir=sys.argv[1])
 examples = load_split("train")[:256]
 result = training.train(training.make_trainer(loaded, examples, config), training.start_run(config, examples))
@@ -198,16 +198,16 @@ class StopAt(TrainerCallback):
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     cfg = config(tmp_path, max_steps=8, save_steps=3)
-    straight = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg),
+    straight = training.train(training.make_trainer(loading.load_model("tiny"), EXAMPLES, cfg),
                               training.start_run(cfg, EXAMPLES))
 
-    stopped = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg, callbacks=(StopAt(5),)),
+    stopped = training.train(training.make_trainer(loading.load_model("tiny"), EXAMPLES, cfg, callbacks=(StopAt(5),)),
                              training.start_run(cfg, EXAMPLES, fresh=True))
     assert stopped.interrupted and training.last_checkpoint(cfg.output_dir).endswith("checkpoint-3")
 
     start = training.start_run(cfg, EXAMPLES)
     assert start.checkpoint.endswith("checkpoint-3") and "5 steps to go" in start.reason
-    resumed = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, cfg), start)
+    resumed = training.train(training.make_trainer(loading.load_model("tiny"), EXAMPLES, cfg), start)
     assert resumed.resumed_from.endswith("checkpoint-3") and resumed.steps == 8
     assert [step for step, _ in resumed.loss_history] == list(range(1, 9))
     # Same data order and weights as the uninterrupted run: the same losses.
@@ -220,7 +220,7 @@ def test_a_moved_slider_trains_a_fresh_run_and_the_same_settings_resume(tmp_path
     """The trap: 8 steps trained, the steps slider moved to 6, run again. Resuming checkpoint-8 would
     train nothing and show the old model; a fresh run trains the 6 steps asked for."""
     first = config(tmp_path, max_steps=8, save_steps=4)
-    training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, first), training.start_run(first, EXAMPLES))
+    training.train(training.make_trainer(loading.load_model("tiny"), EXAMPLES, first), training.start_run(first, EXAMPLES))
 
     again = training.start_run(first, EXAMPLES)
     assert again.checkpoint.endswith("checkpoint-8") and "nothing left to train" in again.reason
@@ -229,7 +229,7 @@ def test_a_moved_slider_trains_a_fresh_run_and_the_same_settings_resume(tmp_path
     start = training.start_run(fewer, EXAMPLES)
     assert start.checkpoint is None and "max_steps 8 -> 6" in start.reason
     assert training.last_checkpoint(fewer.output_dir) is None  # the old run's checkpoints are gone
-    result = training.train(training.make_trainer(models.load_model("tiny"), EXAMPLES, fewer), start)
+    result = training.train(training.make_trainer(loading.load_model("tiny"), EXAMPLES, fewer), start)
     assert result.steps == 6 and [step for step, _ in result.loss_history] == list(range(1, 7))
 
     other_data = training.start_run(fewer, EXAMPLES[:100])
@@ -242,7 +242,7 @@ def test_checkpoints_go_under_the_output_dir_whatever_the_working_directory(tmp_
     """Notebooks run with notebooks/ as working directory; checkpoints must still land in outputs/."""
     monkeypatch.setenv("SLIPCORE_OUTPUT_DIR", str(tmp_path / "out"))
     monkeypatch.chdir(tmp_path)
-    config = training.TrainConfig.from_spec(models.get_spec("tiny"), lora_rank=8)
+    config = training.TrainConfig.from_spec(registry.get_spec("tiny"), lora_rank=8)
     assert config.output_dir == (tmp_path / "out" / "checkpoints" / "tiny").resolve()
 
 
