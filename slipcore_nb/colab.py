@@ -12,7 +12,9 @@ torch-coupled ones (unsloth, unsloth_zoo, peft, trl, accelerate, bitsandbytes, t
 with ``--no-deps`` so that pip never swaps Colab's torch. Versions come from ``requirements.txt``.
 A constraints file holding Colab's installed torch/numpy versions makes pip fail loudly rather than
 replace them. Everything that decides (commands, paths, environment) is a plain function, tested
-offline in ``tests/test_colab.py``; the functions that run them are thin.
+offline in ``tests/test_colab.py``; the functions that run them are thin. How llama-cpp-python is
+compiled for the GPU present is :mod:`slipcore_nb.llama_cpp_build`'s; here its wheel is kept on Drive
+and installed.
 
 Imports only the standard library at module level: it runs before the stack is installed.
 """
@@ -33,7 +35,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Mapping, MutableMapping
 
-from . import whole_files
+from . import llama_cpp_build, whole_files
+from .llama_cpp_build import LLAMA_CPP_VERSION, LlamaBuild
 from .registry import COLAB_MARKERS, SMOLLM2_PACKAGE, default_model  # torch-free: registry imports only the standard library
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,7 +72,6 @@ XFORMERS_BY_TORCH = {"2.10": "0.0.34", "2.9": "0.0.33.post1", "2.8": "0.0.32.pos
 XFORMERS_DEFAULT = "0.0.34"
 TORCHAO_BY_TORCH = {"2.11": "0.18.0", "2.10": "0.16.0", "2.9": "0.16.0", "2.8": "0.16.0"}
 
-LLAMA_CPP_VERSION = "0.3.36"  # = LLAMA_CPP_VERSION in the Makefile
 NEEDS_LLAMA_CPP = ("04_export", "05_ollama_test", "06_agents")  # quantize, grammar runs, the llama.cpp fallback, llama-server
 
 OLLAMA_URL = "http://127.0.0.1:11434"
@@ -91,24 +93,6 @@ def installed_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def gpu_arch(run: Callable = subprocess.run) -> str | None:
-    """Compute capability of GPU 0 without importing torch, e.g. "75" on a T4; None without a GPU."""
-    if not shutil.which("nvidia-smi"):
-        return None
-    done = run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True)
-    found = re.match(r"\s*(\d+)\.(\d+)", done.stdout or "") if done.returncode == 0 else None
-    return f"{found.group(1)}{found.group(2)}" if found else None
-
-
-def nvcc() -> tuple[str, str] | None:
-    """(path, CUDA release) of the CUDA compiler a llama.cpp CUDA build would use, or None."""
-    path = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
-    if not path:
-        return None
-    found = re.search(r"release (\d+\.\d+)", subprocess.run([path, "--version"], capture_output=True, text=True).stdout)
-    return (path, found.group(1)) if found else None
 
 
 # ---------------------------------------------------------------------------- what to install
@@ -150,31 +134,6 @@ def xformers_for(torch_version: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class LlamaBuild:
-    """How llama-cpp-python (no wheel on PyPI) is compiled once and kept as a wheel in the cache."""
-
-    variant: str  # part of the wheel folder's name: a wheel is reused only where it runs
-    cmake_args: str
-    cuda: bool
-
-    def wheel_dir(self, cache: Path) -> Path:
-        return cache / "wheels" / f"llama-cpp-python-{LLAMA_CPP_VERSION}-{self.variant}"
-
-
-def llama_build(arch: str | None, cuda_release: str | None) -> LlamaBuild:
-    """CUDA for the GPU present only (one arch compiles several times faster than the default list),
-    without the flash-attention kernels (a large share of the compile; ``serve.load_llama`` never
-    asks for flash attention), else CPU. GGML_NATIVE=OFF keeps the CPU code at AVX2 so the cached
-    wheel runs on whichever Colab CPU the next machine has (a -march=native build can die with
-    SIGILL on another one)."""
-    base = "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
-    if arch and cuda_release:
-        cuda = f"-DGGML_CUDA=on -DGGML_CUDA_FA=OFF -DCMAKE_CUDA_ARCHITECTURES={arch}"
-        return LlamaBuild(f"cuda{cuda_release}-sm{arch}", f"{base} {cuda}", True)
-    return LlamaBuild("cpu-avx2", base, False)
-
-
-@dataclass(frozen=True)
 class Plan:
     """What one notebook still needs on this machine (already-satisfied specs are left out)."""
 
@@ -209,8 +168,9 @@ def plan(notebook: str, *, pins: Mapping[str, str], installed: Callable[[str], s
     llama = None
     if notebook in NEEDS_LLAMA_CPP and installed("llama-cpp-python") != LLAMA_CPP_VERSION:
         use_cuda = build == "cuda"
-        llama = llama_build(arch if use_cuda else None, cuda_release)
-    converter_file = cache / f"llama.cpp-{LLAMA_CPP_VERSION}" / "convert_hf_to_gguf.py"  # = export.find_converter
+        llama = llama_cpp_build.llama_build(arch if use_cuda else None, cuda_release)
+    # where llama_cpp_build.find_converter looks
+    converter_file = cache / f"llama.cpp-{LLAMA_CPP_VERSION}" / "convert_hf_to_gguf.py"
     converter = notebook == "04_export" and not converter_file.is_file()
     missing = lambda specs: tuple(s for s in specs if not _satisfied(s, installed))  # noqa: E731
     return Plan(missing(with_deps), missing(no_deps), llama, converter)
@@ -292,12 +252,6 @@ def constraints_text(installed: Callable[[str], str | None] = installed_version)
     return "".join(f"{name}=={installed(name)}\n" for name in KEEP_INSTALLED if installed(name))
 
 
-def llama_wheel_command(out_dir: Path) -> list[str]:
-    """Compile the wheel from the sdist once (``CMAKE_ARGS`` comes through the environment)."""
-    return [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-binary", "llama-cpp-python",
-            "-w", str(out_dir), f"llama-cpp-python=={LLAMA_CPP_VERSION}"]
-
-
 def llama_install_command(wheel_dir: Path, constraints: Path | None = None) -> list[str]:
     """Install from the kept wheel; ``--only-binary`` means this never starts a compile."""
     return pip_install(["--only-binary", "llama-cpp-python", "--find-links", str(wheel_dir),
@@ -305,7 +259,7 @@ def llama_install_command(wheel_dir: Path, constraints: Path | None = None) -> l
 
 
 def converter_command() -> list[str]:
-    return [sys.executable, "-m", "slipcore_nb.export", "--fetch-converter"]
+    return [sys.executable, "-m", "slipcore_nb.llama_cpp_build", "--fetch-converter"]
 
 
 # ---------------------------------------------------------------------------- storage
@@ -403,8 +357,8 @@ def setup(notebook: str, *, drive: bool = True, env: MutableMapping[str, str] | 
         sys.path.insert(0, str(REPO))
     os.chdir(REPO / "notebooks")
 
-    arch = gpu_arch()
-    cuda = nvcc() if arch else None
+    arch = llama_cpp_build.gpu_arch()
+    cuda = llama_cpp_build.nvcc() if arch else None
     cache = Path(result.env["SLIPCORE_CACHE"])
     model = chosen_model(env, Path(result.env["SLIPCORE_OUTPUT_DIR"]), gpu=arch is not None)
     todo = plan(notebook, pins=read_pins(), installed=installed_version, arch=arch,
@@ -446,7 +400,7 @@ def install_llama_cpp(build: LlamaBuild, cache: Path, constraints: Path | None =
         env = {**os.environ, "CMAKE_ARGS": build.cmake_args, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
         if build.cuda and nvcc_path and not shutil.which("nvcc"):
             env["CUDACXX"] = nvcc_path
-        run(llama_wheel_command(local), env=env)
+        run(llama_cpp_build.llama_wheel_command(local), env=env)
         wheels.mkdir(parents=True, exist_ok=True)
         for wheel in local.glob("llama_cpp_python-*.whl"):  # copy, then rename: no half wheel on Drive
             shutil.copy2(wheel, wheels / (wheel.name + ".part"))

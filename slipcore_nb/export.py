@@ -2,40 +2,32 @@
 
 GGUF is written by llama.cpp's own converter (``convert_hf_to_gguf.py``), the copy vendored in the
 ``llama-cpp-python`` sdist of the *installed* version, so the converter and the runtime that loads
-its output are the same llama.cpp commit (PyPI's ``gguf`` package lags behind). It is fetched once
-with ``pip download`` into ``$SLIPCORE_CACHE`` (``python -m slipcore_nb.export --fetch-converter``),
-or taken from a llama.cpp checkout named by ``LLAMA_CPP_DIR``. Nothing here touches GitHub or the HF
-hub, and Unsloth's ``save_pretrained_gguf`` is never called (it runs ``apt-get`` and ``git clone``).
+its output are the same llama.cpp commit (PyPI's ``gguf`` package lags behind). Fetching it is
+:mod:`slipcore_nb.llama_cpp_build`'s job (``python -m slipcore_nb.llama_cpp_build --fetch-converter``,
+or a llama.cpp checkout named by ``LLAMA_CPP_DIR``); this module runs it. Nothing here touches GitHub
+or the HF hub, and Unsloth's ``save_pretrained_gguf`` is never called (it runs ``apt-get`` and ``git clone``).
 
 The Modelfile that points Ollama at these files is :mod:`slipcore_nb.modelfile`'s.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
-from . import whole_files
-from .artifacts import cache_root
+from . import llama_cpp_build, whole_files
+from .llama_cpp_build import LlamaCppError
 from .native import NativeCrash, run_in_child
 from .prompts import PROMPT
 
-# Files of vendor/llama.cpp/ the converters need; everything else in the 74 MB sdist is C++.
-_CONVERTER_FILES = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "LICENSE")
-_CONVERTER_DIRS = ("conversion/", "gguf-py/gguf/")
 # Our names -> the label in the file name. f16 and q8_0 come straight from the converter; K-quants
 # need llama.cpp's quantizer, which works from the f16 file.
 GGUF_TYPES = {"f16": "F16", "q8_0": "Q8_0", "q4_k_m": "Q4_K_M"}
@@ -65,103 +57,29 @@ class Artifact:
                 "seconds": round(self.seconds, 1)}
 
 
-# ---------------------------------------------------------------------------- the llama.cpp converter
+# ---------------------------------------------------------------------------- running the llama.cpp converter
 
 
-def _llama_cpp_python_version() -> str:
+@contextlib.contextmanager
+def _as_export_error():
+    """llama.cpp's source missing (:class:`LlamaCppError`) is an :class:`ExportError` here, like every other
+    step of the export that cannot run, so a caller catches one error."""
     try:
-        return metadata.version("llama-cpp-python")
-    except metadata.PackageNotFoundError:
-        raise ExportError("llama-cpp-python is not installed: run `make venv` or "
-                          "`pip install llama-cpp-python` (it compiles llama.cpp, a few minutes).") from None
-
-
-def _is_converter_dir(folder: Path) -> bool:
-    return (folder / "convert_hf_to_gguf.py").is_file() and (folder / "gguf-py" / "gguf").is_dir()
-
-
-def find_converter() -> Path:
-    """The folder holding ``convert_hf_to_gguf.py`` and its ``gguf-py``; raises :class:`ExportError` if absent."""
-    if env := os.environ.get("LLAMA_CPP_DIR"):
-        if _is_converter_dir(Path(env)):
-            return Path(env)
-        raise ExportError(f"LLAMA_CPP_DIR={env} holds no convert_hf_to_gguf.py and gguf-py/: "
-                          "point it at a llama.cpp checkout or unset it.")
-    folder = cache_root() / f"llama.cpp-{_llama_cpp_python_version()}"
-    if _is_converter_dir(folder):
-        return folder
-    raise ExportError("llama.cpp converter not found: run `python -m slipcore_nb.export --fetch-converter` "
-                      "(part of `make venv`) or set LLAMA_CPP_DIR to a llama.cpp checkout.")
-
-
-def fetch_converter() -> Path:
-    """Put the converter for the installed llama-cpp-python into the cache (idempotent; ~74 MB download)."""
-    try:
-        return find_converter()
-    except ExportError:
-        if os.environ.get("LLAMA_CPP_DIR"):
-            raise
-    target = cache_root() / f"llama.cpp-{_llama_cpp_python_version()}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".sdist-", dir=target.parent) as sdist_dir:
-        _extract_converter(download_sdist(Path(sdist_dir)), target)
-    return target
-
-
-def download_sdist(folder: Path) -> Path:
-    """The installed llama-cpp-python's sdist (its ``vendor/llama.cpp`` is the runtime's source), from
-    the package index into ``folder``; :mod:`slipcore_nb.llama_server` builds llama.cpp's tools from it."""
-    version = _llama_cpp_python_version()
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           f"llama-cpp-python=={version}", "-d", str(folder)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    sdists = sorted(folder.glob(f"llama_cpp_python-{version}.tar.gz"))
-    if done.returncode != 0 or not sdists:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ExportError(f"could not download the llama-cpp-python {version} sdist from the package index "
-                          f"({last}): check the network or set LLAMA_CPP_DIR to a llama.cpp checkout.")
-    return sdists[0]
-
-
-def _extract_converter(sdist: Path, target: Path) -> None:
-    """Copy only vendor/llama.cpp's converter files out of the sdist, atomically."""
-    staging = Path(tempfile.mkdtemp(prefix=".llama.cpp-", dir=target.parent))
-    try:
-        extract_vendored(sdist, staging, lambda rel: rel in _CONVERTER_FILES or rel.startswith(_CONVERTER_DIRS))
-        if not _is_converter_dir(staging):
-            raise ExportError(f"{sdist.name} has no vendor/llama.cpp/convert_hf_to_gguf.py: "
-                              "set LLAMA_CPP_DIR to a llama.cpp checkout instead.")
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process finished first; its copy is the same
-            if not _is_converter_dir(target):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def extract_vendored(sdist: Path, dest: Path, keep) -> None:
-    """The files of the sdist's ``vendor/llama.cpp/`` whose relative path ``keep`` accepts, into ``dest``
-    with their permissions; a member whose path would leave ``dest`` is skipped."""
-    with tarfile.open(sdist) as tar:
-        for member in tar.getmembers():
-            _, _, rel = member.name.partition("/vendor/llama.cpp/")
-            if not (rel and member.isfile() and keep(rel)) or ".." in Path(rel).parts:
-                continue
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(tar.extractfile(member).read())
-            target.chmod(member.mode | 0o600)
+        yield
+    except LlamaCppError as error:
+        raise ExportError(str(error)) from None
 
 
 def converter_command(script: str, *args: str) -> list[str]:
     """The command line that runs one of llama.cpp's converter scripts, as a user would type it."""
-    return [sys.executable, str(find_converter() / script), *args]
+    with _as_export_error():
+        return [sys.executable, str(llama_cpp_build.find_converter() / script), *args]
 
 
 def converter_env() -> dict[str, str]:
     """The converter's environment: its own gguf-py (newer than PyPI's ``gguf``), and offline."""
-    converter = find_converter()
+    with _as_export_error():
+        converter = llama_cpp_build.find_converter()
     return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                 PYTHONPATH=os.pathsep.join([str(converter / "gguf-py"), str(converter)]))
 
@@ -338,7 +256,8 @@ def quantize(f16_gguf: str | Path, out_path: str | Path, ftype: str = "Q4_K_M", 
     """
     if not Path(f16_gguf).is_file():
         raise ExportError(f"no GGUF file at {f16_gguf} to quantize: run to_gguf first.")
-    _llama_cpp_python_version()  # the install hint when the package is missing
+    with _as_export_error():
+        llama_cpp_build.installed_version()  # the install hint when the package is missing
     start = time.perf_counter()
     status = run_in_child(_quantize_file, str(f16_gguf), str(out_path), ftype, verbose,
                           what=f"llama.cpp quantizing {Path(f16_gguf).name} to {ftype}")
@@ -395,7 +314,8 @@ def tensor_type_counts(gguf_path: str | Path) -> dict[str, int]:
     """How many tensors of each type (F16, Q8_0, Q4_K, Q6_K, ...) a GGUF file holds, via the vendored reader."""
     if not Path(gguf_path).is_file():
         raise ExportError(f"no GGUF file at {gguf_path}: run to_gguf first.")
-    converter = find_converter()
+    with _as_export_error():
+        converter = llama_cpp_build.find_converter()
     code = ("import collections, json, sys; from gguf import GGUFReader; "
             "r = GGUFReader(sys.argv[1]); "
             "print(json.dumps(collections.Counter(t.tensor_type.name for t in r.tensors)))")
@@ -418,21 +338,3 @@ def _eos_text(gguf: str) -> str:
 
     with GGUFVocab(gguf) as vocab:
         return vocab.token_text(vocab.eos)
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m slipcore_nb.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fetch-converter", action="store_true",
-                        help="download llama.cpp's GGUF converter (matching the installed llama-cpp-python) into the cache")
-    args = parser.parse_args(argv)
-    if args.fetch_converter:
-        print(f"llama.cpp converter: {fetch_converter()}")
-    else:
-        parser.print_help()
-
-
-if __name__ == "__main__":
-    main()

@@ -4,8 +4,9 @@
 cache per slot (an instruction prefix shared by many requests is computed once), a GBNF grammar and
 LoRA scales per request, and the OpenAI-compatible ``/v1/completions`` that vLLM and SGLang speak too
 (:mod:`slipcore_nb.completions`). llama-cpp-python ships no server binary, so :func:`build` compiles
-one from ``vendor/llama.cpp`` in the installed llama-cpp-python's sdist (the package index, as for
-the converter; cmake and a C++ compiler; about 5 minutes on 2 cores), once, into ``$SLIPCORE_CACHE``.
+one from ``vendor/llama.cpp`` in the installed llama-cpp-python's sdist (fetched by
+:mod:`slipcore_nb.llama_cpp_build`, as the converter is; cmake and a C++ compiler; about 5 minutes on
+2 cores), once, into ``$SLIPCORE_CACHE``.
 ``LLAMA_SERVER`` names a binary built elsewhere (a CUDA build, say).
 
     python -m slipcore_nb.llama_server --build
@@ -23,9 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import colab
+from . import llama_cpp_build
 from .artifacts import cache_root
-from .export import _llama_cpp_python_version, download_sdist, extract_vendored
 
 BINARY = "llama-server"
 # Static, CPU-tuned, no curl (models come as files, never from the network), server only.
@@ -39,21 +39,21 @@ class LlamaServerError(RuntimeError):
 
 def build_options(arch: str | None, cuda_release: str | None) -> tuple[str, tuple[str, ...]]:
     """(build variant, extra cmake options). With a GPU and nvcc: the CUDA build 04 makes of
-    llama-cpp-python (:func:`slipcore_nb.colab.llama_build`: this GPU's architecture only, no
+    llama-cpp-python (:func:`slipcore_nb.llama_cpp_build.llama_build`: this GPU's architecture only, no
     flash-attention kernels, portable CPU code), which no test builds (the tests run on CPUs, and
     ``make gpu-check`` builds llama-cpp-python, not llama-server). Else the native CPU build."""
-    build = colab.llama_build(arch, cuda_release)
+    build = llama_cpp_build.llama_build(arch, cuda_release)
     return (build.variant, tuple(build.cmake_args.split())) if build.cuda else ("cpu", ())
 
 
 def _this_machine() -> tuple[str, tuple[str, ...]]:
-    compiler = colab.nvcc()
-    return build_options(colab.gpu_arch(), compiler[1] if compiler else None)
+    compiler = llama_cpp_build.nvcc()
+    return build_options(llama_cpp_build.gpu_arch(), compiler[1] if compiler else None)
 
 
 def build_dir() -> Path:
     variant, _ = _this_machine()
-    return cache_root() / f"llama-server-{_llama_cpp_python_version()}" / variant
+    return cache_root() / f"llama-server-{llama_cpp_build.installed_version()}" / variant
 
 
 def find_binary() -> Path | None:
@@ -87,7 +87,7 @@ def build(jobs: int | None = None, quiet: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".llama-server-build-", dir=target.parent) as work:
         work = Path(work)
-        source = _extract_llama_cpp(download_sdist(work), work / "src")
+        source = _extract_llama_cpp(llama_cpp_build.download_sdist(work), work / "src")
         out = work / "build"
         log = target.parent / f"{target.name}.build.log"
         steps = [["cmake", "-S", str(source), "-B", str(out), *CMAKE_OPTIONS, *_this_machine()[1]],
@@ -114,7 +114,7 @@ def build(jobs: int | None = None, quiet: bool = True) -> Path:
 
 def _extract_llama_cpp(sdist: Path, dest: Path) -> Path:
     """``vendor/llama.cpp`` of the sdist, without its vocabulary test files (a third of its size)."""
-    extract_vendored(sdist, dest, lambda rel: not rel.startswith("models/ggml-vocab"))
+    llama_cpp_build.extract_vendored(sdist, dest, lambda rel: not rel.startswith("models/ggml-vocab"))
     if not (dest / "CMakeLists.txt").is_file():
         raise LlamaServerError(f"{sdist.name} has no vendor/llama.cpp/CMakeLists.txt to build llama-server from.")
     return dest
@@ -175,7 +175,7 @@ class LlamaServer:
             command.append("--lora-init-without-apply")
         if not self.extra_cpu_buffers:
             command.append("--no-repack")
-        if colab.gpu_arch():  # every layer on the GPU (a CPU-only binary ignores it with a warning)
+        if llama_cpp_build.gpu_arch():  # every layer on the GPU (a CPU-only binary ignores it with a warning)
             command += ["--n-gpu-layers", "999"]
         return command + list(self.extra_args)
 

