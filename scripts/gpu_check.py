@@ -11,7 +11,7 @@ Everything the notebooks do on a GPU, on models built here in seconds (no hub):
    onto the local 16-bit base, and the merge checked against the trained model's logits;
 3. the Llama's merged folder to GGUF (f16 and Q4_K_M) with llama.cpp's converter, llama.cpp with
    every layer on the GPU, and greedy parity between the merged model (PyTorch, GPU) and the f16 GGUF;
-4. ``scripts/train_unsloth.py`` under ``accelerate launch`` (configs/accelerate/ddp.yaml, one process
+4. ``scripts/train.py`` under ``accelerate launch`` (configs/accelerate/ddp.yaml, one process
    per visible GPU), as docs/scaling.md tells users to run it.
 
 Each step is timed; the record goes to ``benchmarks/results/gpu_check.json`` (a failed step keeps
@@ -221,7 +221,7 @@ def gguf_on_gpu(merged_dir: str, work: Path, prompts: int) -> dict:
 
 
 def accelerate_launch(work: Path) -> dict:
-    """``scripts/train_unsloth.py`` under ``accelerate launch`` with the DDP config, one process per visible GPU."""
+    """``scripts/train.py`` under ``accelerate launch`` with the DDP config, one process per visible GPU."""
     import subprocess
 
     import torch
@@ -230,7 +230,7 @@ def accelerate_launch(work: Path) -> dict:
     out = work / "accelerate"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(REPO / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", str(gpus),
-               str(REPO / "scripts" / "train_unsloth.py"), "--model", "tiny", "--max-steps", "6",
+               str(REPO / "scripts" / "train.py"), "--model", "tiny", "--max-steps", "6",
                "--eval-limit", "4", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     first = done.stderr.find("Traceback")  # rank 0's own traceback, not the launcher's that follows it
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 del trained
                 torch.cuda.empty_cache()
         check("tiny-qwen2: fp16 training as on a T4", lambda: train_4bit("tiny-qwen2", 10, work / "t4", t4=True)[0])
-        check("train_unsloth.py under accelerate launch (DDP)", accelerate_launch, work)
+        check("train.py under accelerate launch (DDP)", accelerate_launch, work)
         if args.site:  # make gpu-check compiles llama.cpp beside the checks above
             check("llama-cpp-python built for CUDA (beside the checks above)", wait_for_build, args.site, args.build_wait)
         if merged_llama:

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merged:
         base, loras = str(artifacts.path("merged")), {}
     elif spec is None:
-        raise SystemExit("no outputs/model.json: run notebooks 01-03 or scripts/train_unsloth.py first.")
+        raise SystemExit("no outputs/model.json: run notebooks 01-03 or scripts/train.py first.")
     else:
         # vLLM puts LoRA on a 16-bit base: the hub id the adapter was trained on, its 16-bit twin for a 4-bit one.
         base = spec.merge_base or (spec.source if "/" in spec.source else str(weights.model_path(spec)))

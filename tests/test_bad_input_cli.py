@@ -29,7 +29,7 @@ def _script(name: str):
 
 
 def _entry(target: str):
-    """``main`` of a module (``benchmarks.run_all``) or the argument reader of a script (``scripts/train_unsloth``)."""
+    """``main`` of a module (``benchmarks.run_all``) or the argument reader of a script (``scripts/train``)."""
     if target.startswith("scripts/"):
         module = _script(target.split("/", 1)[1])
         return getattr(module, "parse_args", None) or module.main
@@ -83,7 +83,7 @@ ROWS = {  # command -> [(argv, the flag the message must name)]
         (["--data", "README.md"], "--data"), (["--out", "README.md"], "--out"), (["--seeds", "1,1"], "--seeds"),
         (["--seeds", "-1"], "--seeds"),
     ],
-    "scripts/train_unsloth": [
+    "scripts/train": [
         (["--max-steps", "0"], "--max-steps"), (["--max-steps", "-5"], "--max-steps"),
         (["--max-steps", "1.9"], "--max-steps"), (["--lora-rank", "0"], "--lora-rank"),
         (["--learning-rate", "0"], "--learning-rate"), (["--learning-rate", "nan"], "--learning-rate"),
@@ -150,7 +150,7 @@ def test_a_bad_flag_exits_2_naming_the_flag_and_writes_nothing(capsys, before, t
 @pytest.mark.parametrize("command, flag", [
     (["-m", "benchmarks.run_all", "--only", "bogus"], "--only"),
     (["-m", "benchmarks.quality_curve", "--out-suffix", "/../../../tmp/x"], "--out-suffix"),
-    (["scripts/train_unsloth.py", "--max-steps", "0"], "--max-steps"),
+    (["scripts/train.py", "--max-steps", "0"], "--max-steps"),
     (["-m", "slipcore_nb.dataset", "--eval-conversations", "-1"], "--eval-conversations"),
 ])
 def test_a_bad_flag_as_typed_in_a_shell(before, command, flag):

@@ -66,7 +66,7 @@ def test_each_accelerate_config_loads_and_documents_its_command(path):
     assert config.mixed_precision == "no", "precision is the script's choice (bf16 or fp16 by GPU)"
     comment = path.read_text().split("\ncompute_environment")[0]
     assert f"accelerate launch --config_file configs/accelerate/{path.name} " in comment
-    assert "scripts/train_unsloth.py" in comment
+    assert "scripts/train.py" in comment
     zero_stage = (yaml.safe_load(path.read_text()).get("deepspeed_config") or {}).get("zero_stage")
     assert (zero_stage == 3 or config.distributed_type == "FSDP") == ("no in-process scoring" in comment or
                                                                     "skips its in-process" in comment)
@@ -74,7 +74,7 @@ def test_each_accelerate_config_loads_and_documents_its_command(path):
 
 def _launch(out: Path, cache: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_ddp.yaml"),
-               "--main_process_port", str(free_port()), str(ROOT / "scripts" / "train_unsloth.py"),
+               "--main_process_port", str(free_port()), str(ROOT / "scripts" / "train.py"),
                "--model", "tiny", "--max-steps", "4", "--save-steps", "2", "--eval-limit", "2", "--out", str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SLIPCORE_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     env.pop("SLIPCORE_BACKEND", None)

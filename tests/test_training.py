@@ -247,10 +247,10 @@ def test_checkpoints_go_under_the_output_dir_whatever_the_working_directory(tmp_
 
 
 def test_script_leaves_what_notebooks_04_and_05_read(tmp_path):
-    """scripts/train_unsloth.py stands in for notebooks 01-03: same artifacts, same metrics record."""
+    """scripts/train.py stands in for notebooks 01-03: same artifacts, same metrics record."""
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train_unsloth.py"), "--model", "tiny", "--max-steps", "6",
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "--model", "tiny", "--max-steps", "6",
          "--eval-limit", "4", "--out", str(out)],
         capture_output=True, text=True, cwd=tmp_path,
     )

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Finetune a model to speak nSLIP from the command line: the notebooks' pipeline, same library calls.
 
-    python scripts/train_unsloth.py --model smollm2-135m --max-steps 120 --lora-rank 16 --learning-rate 2e-3
+    python scripts/train.py --model smollm2-135m --max-steps 120 --lora-rank 16 --learning-rate 2e-3
 
 Loads the model (Unsloth, or transformers + peft as fallback), scores the eval split, trains with
 LoRA (resuming from the last checkpoint of a run with the same settings and data), scores again, and writes what
@@ -10,7 +10,7 @@ go on from here. Defaults come from the model's registry entry.
 
 The same script runs on several GPUs (or CPU processes) unchanged:
 
-    accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 4 scripts/train_unsloth.py ...
+    accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 4 scripts/train.py ...
 
 Every rank trains on its own share of each batch; rank 0 alone scores, chooses where the run starts
 and writes checkpoints, metrics and the adapter (see ``slipcore_nb.distributed``). ``--max-steps``
