@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 
-    from slipcore_nb import dataset, evaluate, export, serve
+    from slipcore_nb import answering, dataset, evaluate, export
 
     model = args.model or ("tiny" if args.quick else "smollm2-135m")
     data = header(MODULE)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     examples = dataset.load_split(LONG_FORM)[: args.prompts or (8 if args.quick else None)]
     tokenizer = AutoTokenizer.from_pretrained(served["merged"])
     budget = evaluate.answer_budget(tokenizer, examples)
-    f16 = serve.read_modelfile(served["f16"]).gguf
+    f16 = answering.read_modelfile(served["f16"]).gguf
     files = quantized_files(f16, work_dir(args.quick) / "quantization" / model.replace("/", "--"))
     rows = {}
     for ftype, path in files.items():

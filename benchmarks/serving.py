@@ -7,7 +7,7 @@ in training) from the model notebooks 03-04 exported (else the one benchmarks.sp
 and is scored like notebook 05 — so a faster variant that loses protocol-correct answers shows it.
 The "served form" variants ask for the same messages in the short form served agents send
 (``eval_served``: about half the prompt tokens), the lever that matters on a compute-bound CPU.
-The baseline is what notebook 05 does today: llama-cpp-python, one stream (``serve.answer``). The
+The baseline is what notebook 05 does today: llama-cpp-python, one stream (``answering.answer``). The
 variants are llama.cpp's own server (:mod:`slipcore_nb.llama_server`) with N parallel slots and N
 concurrent clients, with and without its prompt cache, with the nSLIP grammar, and on q8_0 and
 Q4_K_M files. The CPU's bounds are measured in the same run: a float32 matmul's FLOP/s against the
@@ -80,9 +80,9 @@ def scored(examples, texts, eos, seconds, **extra) -> dict:
 
 def baseline(examples, modelfile: str, budget: int, eos: str) -> dict:
     """Notebook 05's path: llama-cpp-python, one request after another."""
-    from slipcore_nb import serve
+    from slipcore_nb import answering
 
-    answers = serve.answer([ex["input"] for ex in examples], modelfile, runtime="llama.cpp", max_tokens=budget)
+    answers = answering.answer([ex["input"] for ex in examples], modelfile, runtime="llama.cpp", max_tokens=budget)
     return scored(examples, answers.texts, eos, answers.seconds, runtime="llama-cpp-python, one stream",
                   threads=max(1, (os.cpu_count() or 2) // 2))
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from slipcore_nb import dataset, evaluate, serve
+    from slipcore_nb import answering, dataset, evaluate
 
     model = args.model or ("tiny" if args.quick else "smollm2-135m")
     data = header(MODULE)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     examples = {split: dataset.load_split(split)[:limit] for split in (LONG_FORM, SERVED_FORM)}
     tokenizer = AutoTokenizer.from_pretrained(served["merged"])
     budget = evaluate.answer_budget(tokenizer, examples[LONG_FORM])
-    ggufs = {kind: str(serve.read_modelfile(served[kind]).gguf) for kind in ("f16", "q8_0", "q4_k_m")}
+    ggufs = {kind: str(answering.read_modelfile(served[kind]).gguf) for kind in ("f16", "q8_0", "q4_k_m")}
     variants = {"baseline": baseline(examples[LONG_FORM], served["f16"], budget, tokenizer.eos_token)}
     print("baseline:", variants["baseline"], flush=True)
     for variant in server_variants(args.slots):

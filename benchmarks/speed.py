@@ -6,7 +6,7 @@
     number of steps (warm-up steps not timed), counting non-pad tokens. Each backend runs in its own
     process (``--one-backend``), because importing unsloth patches TRL for the whole process.
 (b) generation messages/s on the same eval prompts: PyTorch (the merged model, evaluate.generate,
-    batched and one at a time) vs llama.cpp GGUF f16 vs Q4_K_M (serve.answer, runtime="llama.cpp").
+    batched and one at a time) vs llama.cpp GGUF f16 vs Q4_K_M (answering.answer, runtime="llama.cpp").
     The model: notebooks 03-04's export (outputs/export.json) if it is there, else the adapter that
     benchmarks.quality_curve kept, else the untrained base model; the JSON says which.
 (c) wall time of each notebook executed headless in order (runner.run_notebook) on the tiny model,
@@ -186,7 +186,7 @@ def generation_speed(model: str, n: int, work: Path, log) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from slipcore_nb import dataset, evaluate, serve
+    from slipcore_nb import answering, dataset, evaluate
     from slipcore_nb.native import NativeCrash
     from slipcore_nb.prompts import PROMPT
 
@@ -201,7 +201,7 @@ def generation_speed(model: str, n: int, work: Path, log) -> dict:
     prompts = [PROMPT.prompt(i) for i in instructions]
     evaluate.generate(merged, tokenizer, prompts[:1], max_new_tokens=2)  # warm-up
     default_threads = torch.get_num_threads()
-    llama_threads = max(1, (os.cpu_count() or 2) // 2)  # what serve.load_llama gives llama.cpp
+    llama_threads = max(1, (os.cpu_count() or 2) // 2)  # what answering.load_llama gives llama.cpp
     for label, batch, threads in (("PyTorch merged, batch 16", 16, default_threads),
                                   ("PyTorch merged, batch 1", 1, default_threads),
                                   (f"PyTorch merged, batch 1, {llama_threads} thread(s)", 1, llama_threads)):
@@ -218,13 +218,13 @@ def generation_speed(model: str, n: int, work: Path, log) -> dict:
         rows[label] = _gen_row(examples, raw, tokenizer, seconds, "pytorch", threads)
     del merged
     runs = [(kind, f"llama.cpp GGUF {kind.upper()}", False) for kind in GGUF_KINDS]
-    # llama.cpp's extra CPU buffers (weights repacked for its AMX/AVX kernels) are off in serve.load_llama
+    # llama.cpp's extra CPU buffers (weights repacked for its AMX/AVX kernels) are off in answering.load_llama
     # because that path segfaulted on an AMX Xeon; these rows measure what turning them off costs here.
     runs += [(kind, f"llama.cpp GGUF {kind.upper()}, extra CPU buffers", True) for kind in ("q8_0", "q4_k_m")]
     for kind, label, extra in runs:
         log(f"(b) generation: {label}, {n} prompts")
         try:
-            answers = serve.answer(instructions, served[kind], runtime="llama.cpp", max_tokens=budget,
+            answers = answering.answer(instructions, served[kind], runtime="llama.cpp", max_tokens=budget,
                                    extra_cpu_buffers=extra)
         except NativeCrash as crash:  # what the extra buffers did on an AMX Xeon: recorded, not fatal
             rows[label] = {"runtime": "llama.cpp", "crashed": str(crash).splitlines()[0]}
@@ -238,7 +238,7 @@ def generation_speed(model: str, n: int, work: Path, log) -> dict:
     return {"model": model, "served": served, "prompts": n, "max_new_tokens": budget, "rows": rows,
             "note": ("PyTorch stops at EOS or max_new_tokens; llama.cpp also at the Modelfile's stops "
                      "(EOS, '###', newline), so an untrained model's prose is cut earlier there (compare answer tokens). "
-                     "llama.cpp runs on half the cores (serve.load_llama); PyTorch on torch's default threads "
+                     "llama.cpp runs on half the cores (answering.load_llama); PyTorch on torch's default threads "
                      "and once on llama.cpp's thread count. ratio = messages/s over PyTorch batch 16.")}
 
 
@@ -329,7 +329,7 @@ def markdown(data: dict) -> str:
 
 
 def buffer_cost_lines(rows: dict) -> list[str]:
-    """What keeping llama.cpp's weights in plain CPU buffers (serve.load_llama) costs, per GGUF type."""
+    """What keeping llama.cpp's weights in plain CPU buffers (answering.load_llama) costs, per GGUF type."""
     lines = []
     for kind in ("Q8_0", "Q4_K_M"):
         plain, extra = rows.get(f"llama.cpp GGUF {kind}", {}), rows.get(f"llama.cpp GGUF {kind}, extra CPU buffers", {})
@@ -341,7 +341,7 @@ def buffer_cost_lines(rows: dict) -> list[str]:
             lines.append(f"- {kind}: plain CPU buffers {plain['messages_per_second']} msg/s vs extra (repacked) buffers "
                          f"{extra['messages_per_second']} msg/s = **{ratio:.2f}x**; protocol-correct "
                          f"{plain.get('protocol_correct')} % vs {extra.get('protocol_correct')} %.")
-    return (["**Cost of the AMX-safe setting** (serve.load_llama keeps weights in plain CPU buffers):", "", *lines, ""]
+    return (["**Cost of the AMX-safe setting** (answering.load_llama keeps weights in plain CPU buffers):", "", *lines, ""]
             if lines else [])
 
 

@@ -191,7 +191,7 @@ def gguf_on_gpu(merged_dir: str, work: Path, prompts: int) -> dict:
     """f16 + Q4_K_M GGUFs, llama.cpp with every layer on the GPU, greedy parity with PyTorch on the GPU."""
     import llama_cpp
 
-    from slipcore_nb import dataset, evaluate, export, loading, serve
+    from slipcore_nb import answering, dataset, evaluate, export, loading
     from slipcore_nb.native import run_in_child
     from slipcore_nb.prompts import PROMPT
 
@@ -202,7 +202,7 @@ def gguf_on_gpu(merged_dir: str, work: Path, prompts: int) -> dict:
     examples = dataset.load_split("eval")[:prompts]
     instructions = [ex["input"] for ex in examples]
     modelfile = modelfile.write_modelfile(ggufs["f16"].path, out_dir=work / "gguf" / "ollama-f16").modelfile
-    answers = serve.answer(instructions, modelfile, runtime="llama.cpp")
+    answers = answering.answer(instructions, modelfile, runtime="llama.cpp")
     model, tokenizer = loading.load_merged(merged_dir)
     budget = evaluate.answer_budget(tokenizer, examples)
     start = time.perf_counter()
@@ -254,11 +254,11 @@ def wait_for_build(site: str, timeout: float) -> dict:
 
 def _load_buffers(gguf: str) -> list[str]:
     """The buffer types llama.cpp put the weights in (runs in a child process)."""
-    from slipcore_nb import serve
+    from slipcore_nb import answering
 
     log = io.StringIO()
     with contextlib.redirect_stderr(log):
-        serve.load_llama(gguf, n_ctx=256, verbose=True).close()
+        answering.load_llama(gguf, n_ctx=256, verbose=True).close()
     return sorted(set(re.findall(r"load_tensors:\s+(\S+) model buffer size", log.getvalue())))
 
 

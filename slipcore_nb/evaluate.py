@@ -7,7 +7,7 @@ copies or was given (goal, task, parent task, result, error code). ``rules`` che
 fixes from the input (status, the critic's score, priority, tag). ``valid_but_wrong`` counts answers that
 decode but are protocol-incorrect: a grammar can turn a wrong, invalid answer into a wrong, valid one,
 so it is shown next to every constrained run. Any runtime's outputs can be scored (PyTorch here,
-llama.cpp or Ollama in :mod:`serve`).
+llama.cpp or Ollama in :mod:`answering`).
 """
 
 from __future__ import annotations

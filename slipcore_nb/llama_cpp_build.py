@@ -168,7 +168,7 @@ class LlamaBuild:
 
 def llama_build(arch: str | None, cuda_release: str | None) -> LlamaBuild:
     """CUDA for the GPU present only (one arch compiles several times faster than the default list),
-    without the flash-attention kernels (a large share of the compile; ``serve.load_llama`` never
+    without the flash-attention kernels (a large share of the compile; ``answering.load_llama`` never
     asks for flash attention), else CPU. GGML_NATIVE=OFF keeps the CPU code at AVX2 so the cached
     wheel runs on whichever Colab CPU the next machine has (a -march=native build can die with
     SIGILL on another one)."""

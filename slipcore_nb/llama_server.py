@@ -132,7 +132,7 @@ class LlamaServer:
     ``parallel`` slots share the batch (continuous batching); each gets ``ctx_per_slot`` tokens of
     context. ``loras`` are loaded at scale 0 and chosen per request (``lora=[{"id": 0, "scale": 1}]``),
     so one base serves several adapters. Repacked CPU buffers stay off as in
-    :func:`slipcore_nb.serve.load_llama` (that path crashed on an AMX Xeon) unless ``extra_cpu_buffers``.
+    :func:`slipcore_nb.answering.load_llama` (that path crashed on an AMX Xeon) unless ``extra_cpu_buffers``.
     Use it as a context manager; :attr:`base_url` is what an OpenAI-compatible client needs.
     """
 

@@ -2,7 +2,7 @@
 
 The ``TEMPLATE`` and ``stop`` lines are rendered from the same prompt format the model was trained
 with, and :func:`parse_modelfile` reads a Modelfile the way Ollama's parser does, so tests and the
-llama.cpp fallback in :mod:`slipcore_nb.serve` use exactly what Ollama would.
+llama.cpp fallback in :mod:`slipcore_nb.answering` use exactly what Ollama would.
 """
 
 from __future__ import annotations

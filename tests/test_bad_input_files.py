@@ -124,7 +124,7 @@ MODELFILES = [  # Modelfile text, what the message says after "<path>: "
 
 @pytest.mark.parametrize("text, says", MODELFILES)
 def test_a_bad_modelfile_names_its_path_and_line(tmp_path, text, says):
-    from slipcore_nb.serve import ServeError, read_modelfile
+    from slipcore_nb.answering import ServeError, read_modelfile
 
     path = tmp_path / "Modelfile"
     path.write_text(text)
@@ -138,7 +138,7 @@ def test_a_bad_modelfile_names_its_path_and_line(tmp_path, text, says):
     (b"PARAMETER temperature 0\n", r" needs FROM and TEMPLATE lines"),
 ])
 def test_a_modelfile_that_is_not_one_names_its_path(tmp_path, content, says):
-    from slipcore_nb.serve import ServeError, read_modelfile
+    from slipcore_nb.answering import ServeError, read_modelfile
 
     path = tmp_path / "Modelfile"
     path.write_bytes(content)

@@ -296,7 +296,7 @@ def misc_cases():
 
 
 def serving_cases():
-    from slipcore_nb import export, serve
+    from slipcore_nb import answering, export
     from slipcore_nb.llama_server import LlamaServer, LlamaServerError
 
     gguf = __file__  # any file stands in for the model: every check here runs before one is read
@@ -312,13 +312,13 @@ def serving_cases():
                r"LlamaServer loras: no adapter file /nonexistent/a\.gguf", "LlamaServer-loras-missing")
     yield case(lambda: LlamaServer("/nonexistent/m.gguf"), LlamaServerError, r"no model file /nonexistent/m\.gguf",
                "LlamaServer-no-gguf")
-    yield case(lambda: serve.answer("one prompt", gguf), TypeError, r"instructions must be a list of str .*single string",
+    yield case(lambda: answering.answer("one prompt", gguf), TypeError, r"instructions must be a list of str .*single string",
                "answer-a-string")
-    yield case(lambda: serve.answer([None], gguf), TypeError, r"instructions must be a list of str", "answer-none-item")
-    yield case(lambda: serve.answer(["x"], gguf, max_tokens=0), ValueError, r"max_tokens must be a positive int",
+    yield case(lambda: answering.answer([None], gguf), TypeError, r"instructions must be a list of str", "answer-none-item")
+    yield case(lambda: answering.answer(["x"], gguf, max_tokens=0), ValueError, r"max_tokens must be a positive int",
                "answer-max-tokens")
-    yield case(lambda: serve.answer(["x"], gguf, runtime="vllm"), ValueError, r"runtime must be one of", "answer-runtime")
-    yield case(lambda: serve.answer(["x"], "/nonexistent/Modelfile"), serve.ServeError,
+    yield case(lambda: answering.answer(["x"], gguf, runtime="vllm"), ValueError, r"runtime must be one of", "answer-runtime")
+    yield case(lambda: answering.answer(["x"], "/nonexistent/Modelfile"), answering.ServeError,
                r"no Modelfile at /nonexistent/Modelfile", "answer-no-modelfile")
     for name in ("../x", "/tmp/x", ".hidden", "a b", "-x"):
         yield case(lambda n=name: export.to_gguf("/nonexistent", "/nonexistent/out", name=n), ValueError,

@@ -20,7 +20,7 @@ from slipcore_nb.dataset import load_split
 from slipcore_nb.export import ExportError
 from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
-from slipcore_nb.serve import load_llama
+from slipcore_nb.answering import load_llama
 from slipcore_nb.tiny import build_tiny
 
 PROMPT_TEXT = PROMPT.prompt("You are the planner agent (id 2). Goal[1]: Add rate limiting. Respond with one nSLIP message.")

@@ -21,7 +21,7 @@ from slipcore_nb.native import run_in_child
 from slipcore_nb.prompts import PROMPT
 from slipcore_nb.protocol import (MAX_INT_DIGITS, MAX_STRING_CHARS, Act, Frame, Message, NSlipError, Slot, decode, encode,
                                   to_base62)
-from slipcore_nb.serve import load_llama
+from slipcore_nb.answering import load_llama
 from slipcore_nb.tiny import build_tiny
 
 TARGETS = [ex["target"] for split in ("train", "eval") for ex in load_split(split)]

@@ -70,7 +70,7 @@ def test_the_command_is_what_a_user_would_type(gguf, tmp_path, monkeypatch):
     text = " ".join(command)
     assert f"--model {gguf} --host 127.0.0.1 --port 8099 --parallel 8 --ctx-size 2048 --threads 2" in text
     assert "--lora " + str(tmp_path / "a.gguf") in text and "--lora-init-without-apply" in text
-    assert "--no-repack" in command  # the repacked CPU path crashed on an AMX Xeon (serve.load_llama)
+    assert "--no-repack" in command  # the repacked CPU path crashed on an AMX Xeon (answering.load_llama)
     assert "--no-repack" not in LlamaServer(gguf, extra_cpu_buffers=True).command()
     assert "--n-gpu-layers" not in command
     spec = LlamaServer(gguf, extra_args=("--spec-type", "ngram-simple")).command()

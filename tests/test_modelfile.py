@@ -10,7 +10,7 @@ import pytest
 from slipcore_nb.export import ExportError
 from slipcore_nb.modelfile import _modelfile_quote, modelfile_text, parse_modelfile, render_template, write_modelfile
 from slipcore_nb.prompts import PROMPT
-from slipcore_nb.serve import ServeError, read_modelfile
+from slipcore_nb.answering import ServeError, read_modelfile
 
 INSTRUCTIONS = [
     "You are the planner agent (id 2). Goal[1]: Add rate limiting. Respond with one nSLIP message.",

@@ -133,7 +133,7 @@ def _sampled_states_obey_the_move_table(gguf, examples: int) -> dict:
     from llama_cpp import LlamaGrammar
 
     from slipcore_nb.prompts import PROMPT
-    from slipcore_nb.serve import load_llama
+    from slipcore_nb.answering import load_llama
 
     llm = load_llama(gguf, n_ctx=512)
     seen: dict[str, int] = {}

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from slipcore_nb import export, serve
+from slipcore_nb import answering, export
 from slipcore_nb.modelfile import render_template, write_modelfile
 from slipcore_nb.grammar import nslip_gbnf
 from slipcore_nb.llama_server import free_port
@@ -37,7 +37,7 @@ def modelfile(ggufs):
 
 
 def _load_log(gguf, extra_cpu_buffers: bool) -> str:
-    """llama.cpp's own log of loading ``gguf`` through serve.load_llama (runs in a child process).
+    """llama.cpp's own log of loading ``gguf`` through answering.load_llama (runs in a child process).
 
     Only a load, no decoding: with extra buffers that is where an AMX Xeon crashed.
     """
@@ -45,7 +45,7 @@ def _load_log(gguf, extra_cpu_buffers: bool) -> str:
 
     log = io.StringIO()
     with contextlib.redirect_stderr(log):  # llama-cpp-python prints llama.cpp's log to sys.stderr
-        serve.load_llama(gguf, n_ctx=256, verbose=True, extra_cpu_buffers=extra_cpu_buffers).close()
+        answering.load_llama(gguf, n_ctx=256, verbose=True, extra_cpu_buffers=extra_cpu_buffers).close()
     return log.getvalue() + "\nsystem info: " + llama_cpp.llama_print_system_info().decode()
 
 
@@ -84,46 +84,46 @@ def closed_port_host(monkeypatch):
 
 
 def test_modelfile_settings_reach_the_runtime(modelfile):
-    spec = serve.read_modelfile(modelfile)
+    spec = answering.read_modelfile(modelfile)
     assert spec.gguf.name == "tiny-Q4_K_M.gguf" and spec.gguf.is_file()
     assert spec.stops == PROMPT.stop_sequences("</s>") and spec.temperature == 0.0
     assert render_template(spec.template, INSTRUCTIONS[0]) == PROMPT.prompt(INSTRUCTIONS[0])
 
 
 def test_without_a_server_llama_cpp_answers_and_says_why(modelfile, closed_port_host):
-    up, why = serve.ollama_status()
+    up, why = answering.ollama_status()
     assert not up and closed_port_host in why
-    answers = serve.answer(INSTRUCTIONS, modelfile)
+    answers = answering.answer(INSTRUCTIONS, modelfile)
     assert answers.runtime == "llama.cpp"
     assert "no Ollama server" in answers.reason and closed_port_host in answers.reason
     assert len(answers.texts) == len(INSTRUCTIONS) and answers.messages_per_second > 0
     assert answers.texts[0] == answers.texts[2]  # greedy: same prompt, same answer
-    assert all(not any(stop in text for stop in serve.read_modelfile(modelfile).stops) for text in answers.texts)
+    assert all(not any(stop in text for stop in answering.read_modelfile(modelfile).stops) for text in answers.texts)
 
 
 def test_grammar_makes_even_a_random_model_speak_nslip(modelfile, closed_port_host):
-    answers = serve.answer(INSTRUCTIONS, modelfile, grammar=nslip_gbnf())
+    answers = answering.answer(INSTRUCTIONS, modelfile, grammar=nslip_gbnf())
     assert answers.runtime == "llama.cpp" and "grammar" in answers.reason
     for text in answers.texts:
         assert encode(decode(text)) == text
 
 
 def test_runtime_choices_are_checked(modelfile, closed_port_host):
-    with pytest.raises(serve.ServeError, match="no Ollama server at .*start `ollama serve` or set OLLAMA_HOST"):
-        serve.answer(INSTRUCTIONS, modelfile, runtime="ollama")
+    with pytest.raises(answering.ServeError, match="no Ollama server at .*start `ollama serve` or set OLLAMA_HOST"):
+        answering.answer(INSTRUCTIONS, modelfile, runtime="ollama")
     with pytest.raises(ValueError, match="takes no GBNF grammar"):
-        serve.answer(INSTRUCTIONS, modelfile, runtime="ollama", grammar=nslip_gbnf())
+        answering.answer(INSTRUCTIONS, modelfile, runtime="ollama", grammar=nslip_gbnf())
     with pytest.raises(ValueError, match="runtime must be one of"):
-        serve.answer(INSTRUCTIONS, modelfile, runtime="vllm")
-    forced = serve.answer(INSTRUCTIONS[:1], modelfile, runtime="llama.cpp")
+        answering.answer(INSTRUCTIONS, modelfile, runtime="vllm")
+    forced = answering.answer(INSTRUCTIONS[:1], modelfile, runtime="llama.cpp")
     assert forced.runtime == "llama.cpp" and forced.reason.startswith("llama.cpp was asked for; llama.cpp on the CPU")
 
 
 def test_ollama_round_trip_where_a_server_answers(modelfile):
-    up, why = serve.ollama_status()
+    up, why = answering.ollama_status()
     if not up:
         pytest.skip(why)
-    answers = serve.answer(INSTRUCTIONS, modelfile, model_name="slipcore-tiny-test")
+    answers = answering.answer(INSTRUCTIONS, modelfile, model_name="slipcore-tiny-test")
     assert answers.runtime == "ollama" and len(answers.texts) == len(INSTRUCTIONS)
-    fallback = serve.answer(INSTRUCTIONS, modelfile, runtime="llama.cpp")
+    fallback = answering.answer(INSTRUCTIONS, modelfile, runtime="llama.cpp")
     assert answers.texts == fallback.texts  # same GGUF, template, stops and greedy decoding

@@ -7,6 +7,8 @@ renders the same template itself and decodes greedily. The result says which run
 why, so a notebook run on a laptop without Ollama is honest about what it measured.
 
 Ollama's API takes no GBNF grammar (only JSON schemas), so asking for a grammar means llama.cpp.
+It starts no server: llama.cpp runs inside this process, and Ollama must already be serving. The
+server the agents talk to is :mod:`slipcore_nb.llama_server`'s.
 """
 
 from __future__ import annotations
