@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from slipcore_nb.arguments import count, model_name
+from slipcore_nb.machine import usable_cores
 
 from .common import finish, footer, header, md_table, results_dir, work_dir, write_results
 from .speed import prepare_served_model
@@ -84,7 +84,7 @@ def baseline(examples, modelfile: str, budget: int, eos: str) -> dict:
 
     answers = answering.answer([ex["input"] for ex in examples], modelfile, runtime="llama.cpp", max_tokens=budget)
     return scored(examples, answers.texts, eos, answers.seconds, runtime="llama-cpp-python, one stream",
-                  threads=max(1, (os.cpu_count() or 2) // 2))
+                  threads=answering.llama_threads())
 
 
 def answer_concurrently(base_url: str, examples: list[dict], budget: int, clients: int, *,
@@ -118,7 +118,7 @@ def server_run(variant: dict, gguf: str, examples: list[dict], budget: int, eos:
                                                cache_prompt=variant["cache_prompt"], grammar=grammar)
         command = " ".join(server.command())
     return scored(examples, [a.text for a in answers], eos, seconds, runtime="llama-server",
-                  threads=os.cpu_count(), slots=variant["slots"], cache_prompt=variant["cache_prompt"],
+                  threads=usable_cores(), slots=variant["slots"], cache_prompt=variant["cache_prompt"],
                   grammar=variant["grammar"], gguf=Path(gguf).name, split=variant["split"],
                   mean_prompt_tokens=round(sum(a.prompt_tokens for a in answers) / len(answers), 1),
                   mean_answer_tokens=round(sum(a.completion_tokens for a in answers) / len(answers), 1),

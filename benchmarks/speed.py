@@ -201,7 +201,7 @@ def generation_speed(model: str, n: int, work: Path, log) -> dict:
     prompts = [PROMPT.prompt(i) for i in instructions]
     evaluate.generate(merged, tokenizer, prompts[:1], max_new_tokens=2)  # warm-up
     default_threads = torch.get_num_threads()
-    llama_threads = max(1, (os.cpu_count() or 2) // 2)  # what answering.load_llama gives llama.cpp
+    llama_threads = answering.llama_threads()
     for label, batch, threads in (("PyTorch merged, batch 16", 16, default_threads),
                                   ("PyTorch merged, batch 1", 1, default_threads),
                                   (f"PyTorch merged, batch 1, {llama_threads} thread(s)", 1, llama_threads)):
@@ -230,7 +230,7 @@ def generation_speed(model: str, n: int, work: Path, log) -> dict:
             rows[label] = {"runtime": "llama.cpp", "crashed": str(crash).splitlines()[0]}
             continue
         rows[label] = _gen_row(examples, answers.texts, tokenizer, answers.seconds, answers.runtime,
-                               max(1, (os.cpu_count() or 2) // 2), load_seconds=answers.load_seconds)
+                               llama_threads, load_seconds=answers.load_seconds)
     base = rows["PyTorch merged, batch 16"]["messages_per_second"]
     for row in rows.values():
         if "messages_per_second" in row:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .machine import usable_cores
 from .modelfile import parse_modelfile, render_template
 from .native import run_in_child
 
@@ -151,6 +152,11 @@ def answer(instructions: list[str], modelfile: str | Path, *, runtime: str = "au
                              f"{why}; ran the same GGUF in llama.cpp")
 
 
+def llama_threads() -> int:
+    """Half the usable cores (see :func:`load_llama`): what in-process llama.cpp computes with."""
+    return max(1, usable_cores() // 2)
+
+
 def load_llama(gguf: str | Path, lora: str | Path | None = None, n_ctx: int = 2048, extra_cpu_buffers: bool = False,
                **kwargs):
     """A llama-cpp-python ``Llama`` for prompt and generation alike: every layer on the GPU when
@@ -166,7 +172,7 @@ def load_llama(gguf: str | Path, lora: str | Path | None = None, n_ctx: int = 20
     import llama_cpp
     from llama_cpp import Llama
 
-    threads = max(1, (os.cpu_count() or 2) // 2)
+    threads = llama_threads()
     kwargs.setdefault("n_gpu_layers", -1 if llama_cpp.llama_supports_gpu_offload() else 0)
     kwargs.setdefault("verbose", False)
     with _extra_cpu_buffers(extra_cpu_buffers):

@@ -37,6 +37,7 @@ from typing import Callable, Mapping, MutableMapping
 
 from . import llama_cpp_build, whole_files
 from .llama_cpp_build import LLAMA_CPP_VERSION, LlamaBuild
+from .machine import usable_cores
 from .registry import COLAB_MARKERS, SMOLLM2_PACKAGE, default_model  # torch-free: registry imports only the standard library
 
 REPO = Path(__file__).resolve().parent.parent
@@ -397,7 +398,7 @@ def install_llama_cpp(build: LlamaBuild, cache: Path, constraints: Path | None =
         print(f"Compiling llama-cpp-python {LLAMA_CPP_VERSION} ({build.variant}) once, about {minutes} min; "
               f"the wheel is kept in {wheels} for the next notebooks.")
         local = SCRATCH / "wheels" / wheels.name
-        env = {**os.environ, "CMAKE_ARGS": build.cmake_args, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+        env = {**os.environ, "CMAKE_ARGS": build.cmake_args, "CMAKE_BUILD_PARALLEL_LEVEL": str(usable_cores())}
         if build.cuda and nvcc_path and not shutil.which("nvcc"):
             env["CUDACXX"] = nvcc_path
         run(llama_cpp_build.llama_wheel_command(local), env=env)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import llama_cpp_build, whole_files
 from .llama_cpp_build import LlamaCppError
+from .machine import usable_cores
 from .native import NativeCrash, run_in_child
 from .prompts import PROMPT
 
@@ -278,7 +279,7 @@ def _quantize_file(source: str, target: str, ftype: str, verbose: bool) -> int |
         return None
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = code
-    params.nthread = os.cpu_count() or 1
+    params.nthread = usable_cores()
     # llama-cpp-python forwards llama.cpp's log through this logger
     logging.getLogger("llama-cpp-python").setLevel(logging.INFO if verbose else logging.ERROR)
     return llama_cpp.llama_model_quantize(source.encode(), target.encode(), params)

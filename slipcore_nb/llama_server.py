@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import llama_cpp_build
 from .artifacts import cache_root
+from .machine import usable_cores
 
 BINARY = "llama-server"
 # Static, CPU-tuned, no curl (models come as files, never from the network), server only.
@@ -91,7 +92,7 @@ def build(jobs: int | None = None, quiet: bool = True) -> Path:
         out = work / "build"
         log = target.parent / f"{target.name}.build.log"
         steps = [["cmake", "-S", str(source), "-B", str(out), *CMAKE_OPTIONS, *_this_machine()[1]],
-                 ["cmake", "--build", str(out), "--target", BINARY, "-j", str(jobs or os.cpu_count() or 2)]]
+                 ["cmake", "--build", str(out), "--target", BINARY, "-j", str(jobs or usable_cores())]]
         with open(log, "w") as sink:
             for step in steps:
                 done = subprocess.run(step, stdout=sink if quiet else None, stderr=subprocess.STDOUT)
@@ -168,7 +169,7 @@ class LlamaServer:
         binary = self.binary or find_binary() or build_dir() / BINARY
         command = [str(binary), "--model", str(self.gguf), "--host", "127.0.0.1", "--port", str(self.port),
                    "--parallel", str(self.parallel), "--ctx-size", str(self.parallel * self.ctx_per_slot),
-                   "--threads", str(self.threads or os.cpu_count() or 1), "--no-webui"]
+                   "--threads", str(self.threads or usable_cores()), "--no-webui"]
         for lora in self.loras:
             command += ["--lora", str(lora)]
         if self.loras:

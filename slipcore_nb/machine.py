@@ -71,6 +71,15 @@ class Hardware:
         return "bfloat16" if self.gpu_bf16 else "float16"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on. A container or ``taskset`` allows fewer than the machine has
+    (``os.cpu_count``), and llama.cpp's spinning workers beyond them wait on each other."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 def detect_hardware() -> Hardware:
     import torch
 
@@ -79,7 +88,7 @@ def detect_hardware() -> Hardware:
     return Hardware(
         cuda=cuda,
         gpu=torch.cuda.get_device_name(0) if cuda else None,
-        cpu_cores=os.cpu_count() or 1,
+        cpu_cores=usable_cores(),
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
         gpu_bf16=cuda and torch.cuda.get_device_capability(0)[0] >= 8,
         cpu=cpu_description(cpuinfo),

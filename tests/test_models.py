@@ -36,6 +36,24 @@ def test_cuda_picks_the_guide_default_and_cpu_picks_smollm2():
     assert isinstance(machine.detect_hardware().describe(), str)
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_a_process_held_to_one_core_computes_with_one_thread(tmp_path):
+    """taskset or a container's CPU set leaves os.cpu_count() at the machine's count; llama.cpp's spinning
+    workers beyond the allowed cores wait on each other, so every thread count comes from usable_cores."""
+    import subprocess
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")  # the command line is built, no server started
+    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "from slipcore_nb import answering, llama_server, machine; "
+            f"server = llama_server.LlamaServer({str(gguf)!r}, parallel=1); "
+            "cmd = server.command(); "
+            "print(machine.usable_cores(), machine.detect_hardware().cpu_cores, answering.llama_threads(), "
+            "cmd[cmd.index('--threads') + 1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "1", "1", "1"]
+
+
 def test_a_cpu_with_bf16_matmuls_gets_more_default_steps_and_nothing_else_does():
     from dataclasses import replace
 
