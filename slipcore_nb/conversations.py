@@ -14,7 +14,9 @@ The conversation grammar (docs/dataset.md's table is :func:`grammar_table`, chec
   a question (the coordinator INFORMs, the planner then proposes), or REJECTs the task, or COMMITs to
   do it itself. The coordinator hands the plan to the executor as a subtask ``k`` with parent ``p``.
   The executor ACCEPTs it, REJECTs it (busy), reports the outcome (INFORM/OBSERVATION with status
-  ``u"done"``, ``u"partial"`` or ``u"failed"``) or reports an ERROR with its code ``e``. The critic
+  ``u"done"``, ``u"partial"`` or ``u"failed"``) or reports an ERROR with its code ``e``. In SLIPCore's
+  reference chain (REQUEST -> PROPOSE -> INFORM -> EVAL) there is no dispatch: the executor reads the
+  planner's PROPOSE/PLAN to the coordinator and reports to that coordinator; the table answers it too. The critic
   EVALuates a report; the coordinator then closes (META/CONTROL), re-issues the subtask for a retry
   (turns keep counting) or aborts.
 - Values an instruction does not state take the defaults of SLIPCore's own examples: coordinator 0,
@@ -47,6 +49,7 @@ MAX_ATTEMPTS = 3  # the executor gets a subtask at most this often
 
 Pair = tuple[Act, Frame]
 REQUEST_TASK: Pair = (Act.REQUEST, Frame.TASK)
+PROPOSE_PLAN: Pair = (Act.PROPOSE, Frame.PLAN)
 COPIED: tuple[tuple[Slot, str], ...] = tuple((slot, "in") for slot in (Slot.GOAL_ID, Slot.TASK_ID, Slot.PARENT_TASK_ID))
 WITH_PRIORITY = (*COPIED, (Slot.PRIORITY, "in"))
 
@@ -62,7 +65,8 @@ class Move:
     ``addressing``: ``reply`` (from the incoming's addressee back to its sender), ``forward`` (from the
     incoming's addressee on to the agent of role ``to``, a fact), ``overhear`` (from this agent to the
     incoming's addressee: the critic reads a report sent to the coordinator) or ``open`` (turn 1, ids
-    from the facts). ``after_tags``: the incoming tags it follows (empty: any). ``slots``: each slot it
+    from the facts); ``overhears``: answered pairs addressed as ``overhear`` whatever ``addressing``
+    says (the executor that reads a plan in SLIPCore's reference chain). ``after_tags``: the incoming tags it follows (empty: any). ``slots``: each slot it
     carries and its source: ``in`` (the incoming's same slot, where it has one), ``in:k`` (the
     incoming's task id), ``fact:<name>`` (what the agent was told; where it was not, the model's
     choice) or ``tag`` (the model's choice, tied to the tag by :data:`BY_TAG`). ``needs``: facts the
@@ -82,6 +86,11 @@ class Move:
     slots: tuple[tuple[Slot, str], ...] = COPIED
     needs: tuple[str, ...] = ()
     unless: tuple[str, ...] = ()
+    overhears: tuple[Pair, ...] = ()
+
+    def addressing_of(self, pair: Pair | None) -> str:
+        """How the answer to ``pair`` (``None``: nothing received) is addressed."""
+        return "overhear" if pair in self.overhears else self.addressing
 
 
 OUTCOME_FACTS = ("result", "error_code")  # what an executor holds once its run has ended
@@ -100,7 +109,7 @@ MOVES: dict[str, Move] = {
                    "the task is small enough to do itself", slots=WITH_PRIORITY),
     "answer": Move("coordinator", "planner", Act.INFORM, Frame.TASK, ((Act.ASK, Frame.TASK),), ("answer",),
                    "the planner asked", slots=WITH_PRIORITY),
-    "dispatch": Move("coordinator", "executor", Act.REQUEST, Frame.TASK, ((Act.PROPOSE, Frame.PLAN),), ("execute",),
+    "dispatch": Move("coordinator", "executor", Act.REQUEST, Frame.TASK, (PROPOSE_PLAN,), ("execute",),
                      "a plan arrived (to the executor, new subtask k, parent p)", addressing="forward",
                      slots=((Slot.GOAL_ID, "in"), (Slot.TASK_ID, "fact:subtask"), (Slot.PARENT_TASK_ID, "in:k"),
                             (Slot.PRIORITY, "in"))),
@@ -108,12 +117,15 @@ MOVES: dict[str, Move] = {
                    "it started, no result yet", unless=OUTCOME_FACTS),
     "busy": Move("executor", "coordinator", Act.REJECT, Frame.TASK, (REQUEST_TASK,), ("busy",), "it is busy",
                  unless=OUTCOME_FACTS),
-    "report": Move("executor", "coordinator", Act.INFORM, Frame.OBSERVATION, (REQUEST_TASK,),
-                   tuple(f"exec_{status}" for status in STATUSES), "it has an outcome (u = status, r = result)",
-                   slots=(*COPIED, (Slot.RESULT_ID, "fact:result"), (Slot.STATUS, "tag")), needs=("result",)),
-    "error": Move("executor", "coordinator", Act.ERROR, Frame.OBSERVATION, (REQUEST_TASK,), ("exec_error",),
-                  "it hit an error (e = code)", slots=(*COPIED, (Slot.ERROR_CODE, "fact:error_code")),
-                  needs=("error_code",)),
+    "report": Move("executor", "coordinator", Act.INFORM, Frame.OBSERVATION, (REQUEST_TASK, PROPOSE_PLAN),
+                   tuple(f"exec_{status}" for status in STATUSES),
+                   "it has an outcome (u = status, r = result); of a plan, to the plan's addressee",
+                   slots=(*COPIED, (Slot.RESULT_ID, "fact:result"), (Slot.STATUS, "tag")), needs=("result",),
+                   overhears=(PROPOSE_PLAN,)),
+    "error": Move("executor", "coordinator", Act.ERROR, Frame.OBSERVATION, (REQUEST_TASK, PROPOSE_PLAN),
+                  ("exec_error",), "it hit an error (e = code); of a plan, to the plan's addressee",
+                  slots=(*COPIED, (Slot.ERROR_CODE, "fact:error_code")), needs=("error_code",),
+                  overhears=(PROPOSE_PLAN,)),
     "evaluate": Move("critic", "coordinator", Act.EVAL, Frame.EVALUATION,
                      ((Act.INFORM, Frame.OBSERVATION), (Act.ERROR, Frame.OBSERVATION)),
                      ("eval_pass", "eval_retry", "eval_fail"), "a report arrived (to its coordinator)",
@@ -199,20 +211,21 @@ def fixed_fields(move: str, incoming: Message | None, me: int, facts: dict) -> F
     critic's score) is ``None``: the sender's own choice.
     """
     spec = MOVES[move]
+    addressing = spec.addressing_of(None if incoming is None else (incoming.act, incoming.frame))
     if incoming is None and None not in spec.answers:
         raise ProtocolError(f"{move} answers {_received(spec)}, and no message was received")
-    if incoming is None and spec.addressing != "open":
+    if incoming is None and addressing != "open":
         if "goal_id" not in facts:
             raise ProtocolError(f"{move} with no message received answers the implied opening, which needs "
                                 "facts['goal_id']")
         incoming = implied_request(me, facts["goal_id"])
-    if incoming is not None and spec.addressing in ("reply", "forward") and incoming.dst != me:
+    if incoming is not None and addressing in ("reply", "forward") and incoming.dst != me:
         raise ProtocolError(f"{move}: the message received is addressed to agent {incoming.dst}, not to {me}")
-    if spec.addressing == "open":
+    if addressing == "open":
         header = {"conv": facts.get("conv"), "turn": 1, "src": me, "dst": facts.get(spec.to)}
     else:
         src, dst = {"reply": (incoming.dst, incoming.src), "forward": (incoming.dst, facts.get(spec.to)),
-                    "overhear": (me, incoming.dst)}[spec.addressing]
+                    "overhear": (me, incoming.dst)}[addressing]
         header = {"conv": incoming.conv, "turn": incoming.turn + 1, "src": src, "dst": dst}
     slots: dict[Slot, int | str | None] = {}
     for slot, source in spec.slots:

@@ -13,8 +13,8 @@ import pytest
 
 from grammar_checker import GrammarChecker
 from slipcore_nb import export
-from slipcore_nb.conversations import (BY_TAG, MAX_ID, MOVE_OF_TAG, MOVES, ROLES, ProtocolError, conversation,
-                                       fixed_fields, legal_moves)
+from slipcore_nb.conversations import (BY_TAG, MAX_AGENT_ID, MAX_ID, MOVE_OF_TAG, MOVES, ROLES, STATUSES, Exchange,
+                                       ProtocolError, conversation, fixed_fields, legal_moves, message)
 from slipcore_nb.dataset import held_out_goals
 from slipcore_nb.native import run_in_child
 from slipcore_nb.protocol import Act, Frame, Message, Slot, decode, encode
@@ -30,7 +30,21 @@ def exchanges(conversations: int = 60, seed: int = 11) -> list:
     return [ex for i in range(conversations) for ex in conversation(rng, goals[i % len(goals)])]
 
 
-EXCHANGES = exchanges()
+def reference_chain(plans: list) -> list:
+    """SLIPCore's own chain, REQUEST -> PROPOSE -> INFORM -> EVAL, which the generator does not walk: an
+    executor reads each plan (sent to the coordinator) and reports its outcome."""
+    out = []
+    for i, plan in enumerate(plans):
+        me = next(agent for agent in range(i, i + 3) if agent % (MAX_AGENT_ID + 1) not in (plan.src, plan.dst))
+        status = STATUSES[i % len(STATUSES)]
+        facts = {"goal_id": plan.slots[Slot.GOAL_ID], "outcome": status, "result": 1 + i}
+        target = message("report", plan, me % (MAX_AGENT_ID + 1), facts, f"exec_{status}", STATUS=status)
+        out.append(Exchange("report", plan, target, facts))
+    return out
+
+
+_GENERATED = exchanges()
+EXCHANGES = reference_chain([ex.target for ex in _GENERATED if ex.move == "plan"][:12]) + _GENERATED
 
 
 def obeys(role: str, me: int, incoming, facts: dict, text: str) -> list[str]:
@@ -151,7 +165,10 @@ def _sampled_states_obey_the_move_table(gguf, examples: int) -> dict:
             slots[Slot.TAG] = incoming.slots[Slot.TAG]
             incoming = Message(conv=draw(ids), turn=draw(st.integers(1, 300)), src=draw(st.integers(0, 35)),
                                dst=incoming.dst, act=incoming.act, frame=incoming.frame, slots=slots)
-            me = incoming.dst if exchange.move != "evaluate" else me
+            overhears = MOVES[exchange.move].addressing_of((incoming.act, incoming.frame)) == "overhear"
+            me = me if overhears else incoming.dst
+        if not legal_moves(exchange.role, incoming, facts):  # an executor that read a plan and holds no outcome
+            facts = exchange.facts
         return exchange.role, me, incoming, facts
 
     @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
@@ -200,6 +217,23 @@ def test_an_executors_outcome_decides_between_reporting_and_answering_that_it_st
     assert legal_moves("executor", task, {"result": 5}) == ["report"]
     assert legal_moves("executor", task, {"error_code": "timeout"}) == ["error"]
     assert state_gbnf("executor", 2, task, {"result": 5}).startswith("root ::= report-0 | report-1 | report-2\n")
+
+
+def test_slipcores_reference_chain_the_executor_reports_a_plan_to_its_addressee():
+    """REQUEST -> PROPOSE -> INFORM -> EVAL: the executor reads the planner's PLAN to the coordinator and
+    reports to that coordinator (as the critic reads a report), one turn on; the coordinator dispatches it."""
+    plan = decode('@a4|f1|c1|S1|d0|T2|g1|k1|q3|t"plan_v1"#')
+    assert legal_moves("executor", plan) == ["report", "error"]
+    assert legal_moves("executor", plan, {"result": 5}) == ["report"]
+    assert legal_moves("coordinator", plan) == ["dispatch"]
+    facts = {"goal_id": 1, "result": 5}
+    assert encode(message("report", plan, 2, facts, "exec_done", STATUS="done")) == \
+        '@a1|f2|c1|S2|d0|T3|g1|k1|r5|u"done"|t"exec_done"#'
+    assert encode(message("error", plan, 2, {"goal_id": 1, "error_code": "timeout"})) == \
+        '@a9|f2|c1|S2|d0|T3|g1|k1|e"timeout"|t"exec_error"#'
+    rules = [line for line in state_gbnf("executor", 2, plan, facts).splitlines() if line.startswith("report-")]
+    assert [line.split(" ::= ")[1] for line in rules] == [
+        f'"@a1|f2|c1|S2|d0|T3|g1|k1|r5|u\\"{status}\\"|t\\"exec_{status}\\"#"' for status in STATUSES]
 
 
 def test_the_guides_prompt_has_one_message():
