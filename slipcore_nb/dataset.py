@@ -162,17 +162,23 @@ def check_example(example, where: str) -> dict[str, str]:
     return {key: example[key] for key in FIELDS}
 
 
+def check_examples(examples, where: str = "") -> list[dict[str, str]]:
+    """A list of rows as the dataset holds them: not empty, each through :func:`check_example` as
+    ``examples[N]`` (after ``where``, the file being written, where there is one). The one check of a
+    list of rows, for the writer, a training run and scoring."""
+    prefix = f"{where}: " if where else ""
+    if isinstance(examples, (str, bytes, dict)) or not hasattr(examples, "__iter__"):
+        raise TypeError(f"{prefix}examples must be a list of dataset rows, got {type(examples).__name__}")
+    rows = [check_example(example, f"{prefix}examples[{index}]") for index, example in enumerate(examples)]
+    if not rows:
+        raise DatasetError(f"{prefix}no examples (a split, a run and a score each need at least one)")
+    return rows
+
+
 def write_jsonl(path: str | Path, examples: list[dict[str, str]]) -> None:
     """Every example validated as :func:`read_jsonl` would read it back, then the file written whole
     (a refused example or a failed write leaves the file that was there)."""
-    if isinstance(examples, (str, bytes, dict)) or not hasattr(examples, "__iter__"):
-        raise DatasetError(f"{path}: examples must be a list of dicts, got {type(examples).__name__}")
-    lines = []
-    for index, example in enumerate(examples):
-        record = check_example(example, f"{path}: example {index}")
-        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    if not lines:
-        raise DatasetError(f"{path}: no examples to write (read_jsonl refuses an empty file)")
+    lines = [json.dumps(record, ensure_ascii=False) + "\n" for record in check_examples(examples, str(path))]
     try:
         whole_files.write_text(path, "".join(lines))
     except UnicodeEncodeError as err:

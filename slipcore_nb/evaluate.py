@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .conversations import MOVE_OF_TAG, ROLES
-from .dataset import check_example
+from .dataset import check_examples
 from .prompts import PROMPT
 from .protocol import NSlipError, Slot, decode, extract
 
@@ -98,11 +98,11 @@ class EvalReport:
 def score_outputs(examples: list[dict[str, str]], raw_outputs: list[str],
                   eos_token: str | None = None) -> EvalReport:
     """Score raw completions from any runtime (PyTorch, llama.cpp, Ollama)."""
+    examples = check_examples(examples)
     if len(examples) != len(raw_outputs):
         raise ValueError(f"{len(examples)} examples but {len(raw_outputs)} outputs")
     rows = []
     for index, (ex, raw) in enumerate(zip(examples, raw_outputs)):
-        check_example(ex, f"examples[{index}]")
         if not isinstance(raw, str):
             raise TypeError(f"raw_outputs[{index}] must be a str, got {type(raw).__name__}")
         answer = clean_answer(raw, eos_token)

@@ -293,15 +293,11 @@ class RunStart:
 def run_settings(config: TrainConfig, examples: list[dict]) -> dict:
     """Everything that changes what a run learns: the config (not where it is saved) and a hash of the data.
 
-    The examples are checked as the dataset checks them (:func:`~slipcore_nb.dataset.check_example`):
+    The examples are checked as the dataset checks them (:func:`~slipcore_nb.dataset.check_examples`):
     training on a row without a target, or on none, fails here, naming it, before a folder is touched."""
-    from .dataset import check_example
+    from .dataset import check_examples
 
-    if isinstance(examples, (str, bytes, dict)) or not hasattr(examples, "__iter__"):
-        raise TypeError(f"examples must be a list of dataset rows, got {type(examples).__name__}")
-    examples = [check_example(example, f"examples[{index}]") for index, example in enumerate(examples)]
-    if not examples:
-        raise ValueError("examples is empty: a run needs at least one training example")
+    examples = check_examples(examples)
     settings = {key: value for key, value in asdict(config).items() if key not in ("output_dir", "logging_steps")}
     data = json.dumps(examples, sort_keys=True, ensure_ascii=False).encode()
     return {**settings, "data_sha256": hashlib.sha256(data).hexdigest()[:16]}

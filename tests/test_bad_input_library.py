@@ -111,27 +111,27 @@ def protocol_cases():
 
 def dataset_cases():
     examples = {
-        "not-a-dict": (["x"], r"example 0: expected a JSON object"),
-        "no-target": ({"role": "planner", "input": "x"}, r"example 0: missing field 'target'"),
-        "no-role": ({"input": "x", "target": GOOD["target"]}, r"example 0: missing field 'role'"),
-        "int-input": ({**GOOD, "input": 7}, r"example 0: field 'input' must be a string, got int"),
-        "none-target": ({**GOOD, "target": None}, r"example 0: field 'target' must be a string, got NoneType"),
-        "unknown-role": ({**GOOD, "role": "tester"}, r"example 0: field 'role' is 'tester'"),
-        "capital-role": ({**GOOD, "role": "Planner"}, r"example 0: field 'role' is 'Planner'"),
-        "blank-input": ({**GOOD, "input": "  \n"}, r"example 0: field 'input' is blank"),
-        "bad-target": ({**GOOD, "target": "@a4|f1#"}, r"example 0: field 'target' is not valid nSLIP \(position"),
-        "target-with-prose": ({**GOOD, "target": "Sure: " + GOOD["target"]}, r"example 0: field 'target' is not valid nSLIP"),
-        "extra-field": ({**GOOD, "source": "mine"}, r"example 0: unknown field 'source'"),
+        "not-a-dict": (["x"], r"examples\[0\]: expected a JSON object"),
+        "no-target": ({"role": "planner", "input": "x"}, r"examples\[0\]: missing field 'target'"),
+        "no-role": ({"input": "x", "target": GOOD["target"]}, r"examples\[0\]: missing field 'role'"),
+        "int-input": ({**GOOD, "input": 7}, r"examples\[0\]: field 'input' must be a string, got int"),
+        "none-target": ({**GOOD, "target": None}, r"examples\[0\]: field 'target' must be a string, got NoneType"),
+        "unknown-role": ({**GOOD, "role": "tester"}, r"examples\[0\]: field 'role' is 'tester'"),
+        "capital-role": ({**GOOD, "role": "Planner"}, r"examples\[0\]: field 'role' is 'Planner'"),
+        "blank-input": ({**GOOD, "input": "  \n"}, r"examples\[0\]: field 'input' is blank"),
+        "bad-target": ({**GOOD, "target": "@a4|f1#"}, r"examples\[0\]: field 'target' is not valid nSLIP \(position"),
+        "target-with-prose": ({**GOOD, "target": "Sure: " + GOOD["target"]}, r"examples\[0\]: field 'target' is not valid nSLIP"),
+        "extra-field": ({**GOOD, "source": "mine"}, r"examples\[0\]: unknown field 'source'"),
     }
     for kind, (example, says) in examples.items():
         rows = example if isinstance(example, list) else [example]
         yield case(lambda r=rows: dataset.write_jsonl("/nonexistent/never/train.jsonl", r), DatasetError,
                    r"^/nonexistent/never/train\.jsonl: " + says,
                    f"write_jsonl-{kind}")
-    yield case(lambda: dataset.write_jsonl("/nonexistent/t.jsonl", []), DatasetError, r"t\.jsonl: no examples to write",
+    yield case(lambda: dataset.write_jsonl("/nonexistent/t.jsonl", []), DatasetError, r"t\.jsonl: no examples",
                "write_jsonl-empty")
-    yield case(lambda: dataset.write_jsonl("/nonexistent/t.jsonl", GOOD), DatasetError,
-               r"t\.jsonl: examples must be a list of dicts, got dict", "write_jsonl-one-dict")
+    yield case(lambda: dataset.write_jsonl("/nonexistent/t.jsonl", GOOD), TypeError,
+               r"t\.jsonl: examples must be a list of dataset rows, got dict", "write_jsonl-one-dict")
     for name, kwargs, says in (
         ("zero", dict(num_conversations=0), r"num_conversations \(0\)"),
         ("eval-half", dict(num_conversations=10, eval_conversations=5), r"2 \* eval_conversations \(5\)"),
@@ -184,7 +184,7 @@ def training_cases():
     yield case(lambda: training.TrainConfig.from_spec(SPEC, output_dir="/tmp/x", speed=2), TypeError,
                r"unexpected keyword argument 'speed'", "from_spec-unknown-setting")
     for kind, rows, error, says in (
-        ("empty", [], ValueError, r"examples is empty"),
+        ("empty", [], DatasetError, r"no examples"),
         ("no-target", [{"role": "planner", "input": "x"}], DatasetError, r"examples\[0\]: missing field 'target'"),
         ("bad-target", [GOOD, {**GOOD, "target": "@"}], DatasetError, r"examples\[1\]: field 'target' is not valid"),
         ("a-string", "train.jsonl", TypeError, r"examples must be a list of dataset rows, got str"),
@@ -241,6 +241,7 @@ def prompt_cases():
 def evaluate_cases():
     yield case(lambda: evaluate.clean_answer(None), TypeError, r"a raw completion must be a str", "clean_answer-none")
     yield case(lambda: evaluate.clean_answer("x", 2), ValueError, r"eos_token must be", "clean_answer-int-eos")
+    yield case(lambda: evaluate.score_outputs([], []), DatasetError, r"^no examples", "score_outputs-empty")
     yield case(lambda: evaluate.score_outputs([GOOD], []), ValueError, r"1 examples but 0 outputs",
                "score_outputs-count")
     yield case(lambda: evaluate.score_outputs([{"role": "planner", "input": "x"}], ["x"]), DatasetError,
