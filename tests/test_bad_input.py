@@ -22,12 +22,12 @@ GOOD = {"role": "planner", "input": "You are a planner agent. Goal[1]: x. Respon
 
 
 @pytest.mark.parametrize("bad, says", [
-    ({"role": "planner", "input": "x"}, "example 1: missing field 'target'"),
-    ({**GOOD, "target": "@a4|f1|c1#"}, "example 1: field 'target' is not valid nSLIP"),
-    ({**GOOD, "role": "tester"}, "example 1: field 'role' is 'tester'"),
-    ({**GOOD, "input": 7}, "example 1: field 'input' must be a string"),
+    ({"role": "planner", "input": "x"}, "examples[1]: missing field 'target'"),
+    ({**GOOD, "target": "@a4|f1|c1#"}, "examples[1]: field 'target' is not valid nSLIP"),
+    ({**GOOD, "role": "tester"}, "examples[1]: field 'role' is 'tester'"),
+    ({**GOOD, "input": 7}, "examples[1]: field 'input' must be a string"),
     ({**GOOD, "input": "half a surrogate \ud800"}, "UTF-8 cannot hold"),
-    ("not a dict", "example 1: expected a JSON object (a dict), got str"),
+    ("not a dict", "examples[1]: expected a JSON object (a dict), got str"),
 ])
 def test_write_jsonl_refuses_a_bad_example_and_keeps_the_old_file(tmp_path, bad, says):
     path = tmp_path / "train.jsonl"
