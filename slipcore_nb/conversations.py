@@ -16,9 +16,9 @@ The conversation grammar (docs/dataset.md's table is :func:`grammar_table`, chec
   The executor ACCEPTs it, REJECTs it (busy), reports the outcome (INFORM/OBSERVATION with status
   ``u"done"``, ``u"partial"`` or ``u"failed"``) or reports an ERROR with its code ``e``. In SLIPCore's
   reference chain (REQUEST -> PROPOSE -> INFORM -> EVAL) there is no dispatch: the executor reads the
-  planner's PROPOSE/PLAN to the coordinator and reports to that coordinator; the table answers it too. The critic
-  EVALuates a report; the coordinator then closes (META/CONTROL), re-issues the subtask for a retry
-  (turns keep counting) or aborts.
+  planner's PROPOSE/PLAN to the coordinator and reports to that coordinator; the table answers it too.
+  The critic EVALuates a report; the coordinator then closes (META/CONTROL), re-issues the subtask for a
+  retry (turns keep counting) or aborts.
 - Values an instruction does not state take the defaults of SLIPCore's own examples: coordinator 0,
   planner 1, executor 2, critic 3, conversation 1, task 1, priority 3. So the guide's prompt "You are a
   planner agent. Goal[1]: ..." has one right answer, ``@a4|f1|c1|S1|d0|T2|g1|k1|q3|t"plan_v1"#``.
@@ -64,13 +64,13 @@ class Move:
     ``answers``: the act/frame pairs it answers (``None``: it needs no incoming message).
     ``addressing``: ``reply`` (from the incoming's addressee back to its sender), ``forward`` (from the
     incoming's addressee on to the agent of role ``to``, a fact), ``overhear`` (from this agent to the
-    incoming's addressee: the critic reads a report sent to the coordinator) or ``open`` (turn 1, ids
-    from the facts); ``overhears``: answered pairs addressed as ``overhear`` whatever ``addressing``
-    says (the executor that reads a plan in SLIPCore's reference chain). ``after_tags``: the incoming tags it follows (empty: any). ``slots``: each slot it
-    carries and its source: ``in`` (the incoming's same slot, where it has one), ``in:k`` (the
-    incoming's task id), ``fact:<name>`` (what the agent was told; where it was not, the model's
-    choice) or ``tag`` (the model's choice, tied to the tag by :data:`BY_TAG`). ``needs``: facts the
-    sender must hold to make the move at all (an executor reports only a result it has); ``unless``:
+    incoming's addressee: the critic reads a report sent to the coordinator) or ``open`` (turn 1, ids from
+    the facts); ``overhears``: answered pairs addressed as ``overhear`` whatever ``addressing`` says (the
+    executor that reads a plan in SLIPCore's reference chain). ``after_tags``: the incoming tags it follows
+    (empty: any). ``slots``: each slot it carries and its source: ``in`` (the incoming's same slot, where it
+    has one), ``in:k`` (the incoming's task id), ``fact:<name>`` (what the agent was told; where it was not,
+    the model's choice) or ``tag`` (the model's choice, tied to the tag by :data:`BY_TAG`). ``needs``: facts
+    the sender must hold to make the move at all (an executor reports only a result it has); ``unless``:
     facts that rule it out (an executor holding an outcome no longer answers that it started or is busy).
     """
 
