@@ -35,10 +35,10 @@ def reference_chain(plans: list) -> list:
     executor reads each plan (sent to the coordinator) and reports its outcome."""
     out = []
     for i, plan in enumerate(plans):
-        me = next(agent for agent in range(i, i + 3) if agent % (MAX_AGENT_ID + 1) not in (plan.src, plan.dst))
+        me = next(agent for agent in range(MAX_AGENT_ID + 1) if agent not in (plan.src, plan.dst))
         status = STATUSES[i % len(STATUSES)]
         facts = {"goal_id": plan.slots[Slot.GOAL_ID], "outcome": status, "result": 1 + i}
-        target = message("report", plan, me % (MAX_AGENT_ID + 1), facts, f"exec_{status}", STATUS=status)
+        target = message("report", plan, me, facts, f"exec_{status}", STATUS=status)
         out.append(Exchange("report", plan, target, facts))
     return out
 
