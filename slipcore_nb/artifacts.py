@@ -2,6 +2,7 @@
 
 Every notebook can open in a fresh kernel: it reads what an earlier one wrote under
 ``SLIPCORE_OUTPUT_DIR`` (default ``outputs/``), and a missing artifact says which notebook to run.
+The notebooks themselves are named here too (:data:`NOTEBOOKS`), below everything that names them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from . import whole_files
 
 REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ("01_load", "02_prepare", "03_train", "04_export", "05_ollama_test", "06_agents")  # in order
 
 # artifact name -> the notebook that writes it
 PRODUCERS = {

@@ -3,7 +3,7 @@ rules for compiling it on this machine.
 
 llama-cpp-python publishes no wheels on PyPI, so its sdist's ``vendor/llama.cpp`` is the source of all
 three llama.cpp pieces the project uses: the runtime (llama-cpp-python, compiled by pip: ``make venv``,
-or on Colab :mod:`slipcore_nb.colab` from :func:`llama_build`'s rules), the GGUF converter that
+or on Colab :mod:`slipcore_nb.colab_packages` from :func:`llama_build`'s rules), the GGUF converter that
 :mod:`slipcore_nb.export` runs (:func:`fetch_converter` copies it into ``$SLIPCORE_CACHE``, or
 ``LLAMA_CPP_DIR`` names a llama.cpp checkout), and ``llama-server`` (:mod:`slipcore_nb.llama_server`
 compiles it from :func:`download_sdist`). Separate so those three share one version, one fetch and

@@ -209,11 +209,11 @@ def test_a_bad_variable_is_refused_by_name(monkeypatch, tmp_path, variable, valu
 
 @pytest.mark.parametrize("value", ["gpu", "CPU", "cuda "])
 def test_the_llama_cpp_build_variable_is_cuda_or_cpu(value):
-    from slipcore_nb import colab
+    from slipcore_nb import colab_packages
 
     with pytest.raises(ValueError, match=rf"SLIPCORE_LLAMA_CPP={value!r}: it must be 'cuda' or 'cpu'"):
-        colab.plan("04_export", pins={}, installed=lambda name: None, arch="sm_75", cuda_release=None, model="tiny",
-                   cache=Path("/nonexistent"), env={"SLIPCORE_LLAMA_CPP": value})
+        colab_packages.plan("04_export", pins={}, installed=lambda name: None, arch="sm_75", cuda_release=None,
+                            model="tiny", cache=Path("/nonexistent"), env={"SLIPCORE_LLAMA_CPP": value})
 
 
 @pytest.mark.parametrize("variable", ["SLIPCORE_OUTPUT_DIR", "SLIPCORE_CACHE", "SLIPCORE_SCRATCH"])

@@ -150,7 +150,7 @@ RAW_WRITES_ALLOWED = {
     ("slipcore_nb/export.py", "open"), ("slipcore_nb/export.py", "write_bytes"), ("slipcore_nb/tiny.py", "write_bytes"),
     ("slipcore_nb/tiny.py", "write_text"), ("scripts/gpu_bundle.py", "open"), ("slipcore_nb/whole_files.py", "fdopen"),
     ("slipcore_nb/llama_cpp_build.py", "write_bytes"),  # the sdist's files, unpacked into a staging folder
-    ("slipcore_nb/colab.py", "open"),  # the Ollama server's log, appended while it runs
+    ("slipcore_nb/colab_ollama.py", "open"),  # the Ollama server's log, appended while it runs
 }
 
 
