@@ -260,7 +260,7 @@ def _gen_row(examples, raw, tokenizer, seconds, runtime, threads, load_seconds=N
 
 
 def notebook_times(quick: bool, prefixes: list[str], work: Path, log) -> dict:
-    from slipcore_nb import runner
+    from slipcore_nb import artifacts, runner
 
     env = {"SLIPCORE_MODEL": "tiny"}
     if quick:
@@ -271,7 +271,7 @@ def notebook_times(quick: bool, prefixes: list[str], work: Path, log) -> dict:
         os.environ.update(env, SLIPCORE_OUTPUT_DIR=tmp)  # the kernels inherit this environment
         os.environ.pop("SLIPCORE_BACKEND", None)
         try:
-            for nb in runner.notebooks():
+            for nb in artifacts.notebooks():
                 if prefixes and not any(nb.name.startswith(p) for p in prefixes):
                     continue
                 log(f"(c) notebook {nb.name} on tiny")

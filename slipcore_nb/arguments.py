@@ -144,7 +144,7 @@ def name_and_path(text: str) -> tuple[str, str]:
 
 def notebook_prefix(text: str) -> str:
     """A prefix of at least one of the numbered notebooks (``01``, ``03_train``)."""
-    from .runner import notebooks
+    from .artifacts import notebooks
 
     known = [nb.stem for nb in notebooks()]
     if not text or not any(name.startswith(text) for name in known):

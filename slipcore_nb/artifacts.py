@@ -2,7 +2,8 @@
 
 Every notebook can open in a fresh kernel: it reads what an earlier one wrote under
 ``SLIPCORE_OUTPUT_DIR`` (default ``outputs/``), and a missing artifact says which notebook to run.
-The notebooks themselves are named here too (:data:`NOTEBOOKS`), below everything that names them.
+The notebooks themselves are named and found here too (:data:`NOTEBOOKS`, :func:`notebooks`), below
+everything that names them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from . import whole_files
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("01_load", "02_prepare", "03_train", "04_export", "05_ollama_test", "06_agents")  # in order
+NOTEBOOKS_DIR = REPO / "notebooks"
 
 # artifact name -> the notebook that writes it
 PRODUCERS = {
@@ -41,6 +43,11 @@ REQUIRED_KEYS = {
 # Big artifacts no later notebook needs: where SLIPCORE_SCRATCH is set (Colab sets it, because free
 # Google Drive holds 15 GB) they go to that machine-local disk instead of SLIPCORE_OUTPUT_DIR.
 SCRATCH_ARTIFACTS = frozenset({"merged"})
+
+
+def notebooks() -> list[Path]:
+    """The numbered notebooks' files in ``notebooks/``, in order (what the runner runs)."""
+    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
 class MissingArtifact(FileNotFoundError):

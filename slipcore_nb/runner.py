@@ -16,18 +16,12 @@ import time
 from pathlib import Path
 
 from .arguments import notebook_prefix
-from .artifacts import REPO, output_dir
+from .artifacts import NOTEBOOKS_DIR, notebooks, output_dir
 from .native import describe_exit
-
-NOTEBOOKS_DIR = REPO / "notebooks"
 
 
 class NotebookFailed(RuntimeError):
     """A notebook stopped: a cell raised, or its kernel died. The message says where and how."""
-
-
-def notebooks() -> list[Path]:
-    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
 def last_output(cell, lines: int = 8) -> str:
