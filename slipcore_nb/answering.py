@@ -27,12 +27,12 @@ DEFAULT_HOST = "http://127.0.0.1:11434"
 RUNTIMES = ("auto", "ollama", "llama.cpp")
 
 
-class ServeError(RuntimeError):
-    """The exported model cannot be served as asked (no Modelfile, no Ollama server); the message says what to do."""
+class AnswerError(RuntimeError):
+    """The exported model cannot answer as asked (no Modelfile, no Ollama server); the message says what to do."""
 
 
 @dataclass(frozen=True)
-class ServeSpec:
+class ModelfileSettings:
     """What a Modelfile tells a runtime: weights, optional LoRA, prompt template, stops, temperature."""
 
     gguf: Path
@@ -57,39 +57,39 @@ class Answers:
         return len(self.texts) / self.seconds if self.seconds > 0 else float("inf")
 
 
-def read_modelfile(path: str | Path) -> ServeSpec:
+def read_modelfile(path: str | Path) -> ModelfileSettings:
     """The serving settings in a Modelfile; relative paths are relative to its folder, as in Ollama."""
     path = Path(path)
     if not path.is_file():
-        raise ServeError(f"no Modelfile at {path}: run modelfile.write_modelfile first.")
+        raise AnswerError(f"no Modelfile at {path}: run modelfile.write_modelfile first.")
     values: dict[str, list[str]] = {}
     rewrite = "rewrite it with modelfile.write_modelfile (notebook 04)"
     try:
         commands = parse_modelfile(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
-        raise ServeError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
-                         f"{rewrite}") from None
+        raise AnswerError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                          f"{rewrite}") from None
     except RuntimeError as err:  # the parser's ExportError: it names the line
-        raise ServeError(f"{path}: {err}") from None
+        raise AnswerError(f"{path}: {err}") from None
     for name, value in commands:
         values.setdefault(name, []).append(value)
     if "from" not in values or "template" not in values:
-        raise ServeError(f"{path} needs FROM and TEMPLATE lines: {rewrite}.")
+        raise AnswerError(f"{path} needs FROM and TEMPLATE lines: {rewrite}.")
     try:
         render_template(values["template"][-1], "")
     except RuntimeError as err:
-        raise ServeError(f"{path}: {err}") from None
+        raise AnswerError(f"{path}: {err}") from None
     try:
         temperature = float(values.get("temperature", ["0"])[-1])
     except ValueError:
         temperature = float("nan")
     if not 0 <= temperature < float("inf"):
-        raise ServeError(f"{path}: PARAMETER temperature {values['temperature'][-1]!r} is not a number of at least 0")
+        raise AnswerError(f"{path}: PARAMETER temperature {values['temperature'][-1]!r} is not a number of at least 0")
 
     def local(ref: str) -> Path:
         return (path.parent / ref).resolve()
 
-    return ServeSpec(
+    return ModelfileSettings(
         gguf=local(values["from"][-1]),
         adapter=local(values["adapter"][-1]) if "adapter" in values else None,
         template=values["template"][-1],
@@ -147,7 +147,7 @@ def answer(instructions: list[str], modelfile: str | Path, *, runtime: str = "au
     if up:
         return _answer_ollama(instructions, spec, model_name, host, max_tokens, why)
     if runtime == "ollama":
-        raise ServeError(f"{why}: start `ollama serve` or set OLLAMA_HOST.")
+        raise AnswerError(f"{why}: start `ollama serve` or set OLLAMA_HOST.")
     return _answer_llama_cpp(instructions, spec, grammar, max_tokens, extra_cpu_buffers,
                              f"{why}; ran the same GGUF in llama.cpp")
 
@@ -204,7 +204,7 @@ def _extra_cpu_buffers(enabled: bool):
         bindings.llama_model_default_params = defaults
 
 
-def _answer_ollama(instructions: list[str], spec: ServeSpec, model_name: str, host: str, max_tokens: int,
+def _answer_ollama(instructions: list[str], spec: ModelfileSettings, model_name: str, host: str, max_tokens: int,
                    reason: str) -> Answers:
     import ollama
 
@@ -222,14 +222,14 @@ def _answer_ollama(instructions: list[str], spec: ServeSpec, model_name: str, ho
     return Answers(texts, "ollama", reason, load_seconds, time.perf_counter() - start)
 
 
-def _answer_llama_cpp(instructions: list[str], spec: ServeSpec, grammar: str | None, max_tokens: int,
+def _answer_llama_cpp(instructions: list[str], spec: ModelfileSettings, grammar: str | None, max_tokens: int,
                       extra_cpu_buffers: bool, reason: str) -> Answers:
     """llama.cpp in a child process, so a crash in native code is an error naming the file, not a dead kernel."""
     return run_in_child(_generate_llama_cpp, instructions, spec, grammar, max_tokens, extra_cpu_buffers, reason,
                         what=f"llama.cpp answering with {spec.gguf.name}")
 
 
-def _generate_llama_cpp(instructions: list[str], spec: ServeSpec, grammar: str | None, max_tokens: int,
+def _generate_llama_cpp(instructions: list[str], spec: ModelfileSettings, grammar: str | None, max_tokens: int,
                         extra_cpu_buffers: bool, reason: str) -> Answers:
     """Greedy decoding in llama.cpp; with a grammar the stops are left out, since the grammar ends the
     message after ``#`` and a stop such as ``###`` could cut a tag the grammar admits."""

@@ -109,7 +109,7 @@ def test_grammar_makes_even_a_random_model_speak_nslip(modelfile, closed_port_ho
 
 
 def test_runtime_choices_are_checked(modelfile, closed_port_host):
-    with pytest.raises(answering.ServeError, match="no Ollama server at .*start `ollama serve` or set OLLAMA_HOST"):
+    with pytest.raises(answering.AnswerError, match="no Ollama server at .*start `ollama serve` or set OLLAMA_HOST"):
         answering.answer(INSTRUCTIONS, modelfile, runtime="ollama")
     with pytest.raises(ValueError, match="takes no GBNF grammar"):
         answering.answer(INSTRUCTIONS, modelfile, runtime="ollama", grammar=nslip_gbnf())

@@ -124,11 +124,11 @@ MODELFILES = [  # Modelfile text, what the message says after "<path>: "
 
 @pytest.mark.parametrize("text, says", MODELFILES)
 def test_a_bad_modelfile_names_its_path_and_line(tmp_path, text, says):
-    from slipcore_nb.answering import ServeError, read_modelfile
+    from slipcore_nb.answering import AnswerError, read_modelfile
 
     path = tmp_path / "Modelfile"
     path.write_text(text)
-    with pytest.raises(ServeError) as err:
+    with pytest.raises(AnswerError) as err:
         read_modelfile(path)
     assert re.match(re.escape(str(path)) + ": " + says, str(err.value)), str(err.value)
 
@@ -138,11 +138,11 @@ def test_a_bad_modelfile_names_its_path_and_line(tmp_path, text, says):
     (b"PARAMETER temperature 0\n", r" needs FROM and TEMPLATE lines"),
 ])
 def test_a_modelfile_that_is_not_one_names_its_path(tmp_path, content, says):
-    from slipcore_nb.answering import ServeError, read_modelfile
+    from slipcore_nb.answering import AnswerError, read_modelfile
 
     path = tmp_path / "Modelfile"
     path.write_bytes(content)
-    with pytest.raises(ServeError, match=re.escape(str(path)) + says):
+    with pytest.raises(AnswerError, match=re.escape(str(path)) + says):
         read_modelfile(path)
 
 

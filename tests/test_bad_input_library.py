@@ -319,7 +319,7 @@ def serving_cases():
     yield case(lambda: answering.answer(["x"], gguf, max_tokens=0), ValueError, r"max_tokens must be a positive int",
                "answer-max-tokens")
     yield case(lambda: answering.answer(["x"], gguf, runtime="vllm"), ValueError, r"runtime must be one of", "answer-runtime")
-    yield case(lambda: answering.answer(["x"], "/nonexistent/Modelfile"), answering.ServeError,
+    yield case(lambda: answering.answer(["x"], "/nonexistent/Modelfile"), answering.AnswerError,
                r"no Modelfile at /nonexistent/Modelfile", "answer-no-modelfile")
     for name in ("../x", "/tmp/x", ".hidden", "a b", "-x"):
         yield case(lambda n=name: export.to_gguf("/nonexistent", "/nonexistent/out", name=n), ValueError,

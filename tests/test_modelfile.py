@@ -10,7 +10,7 @@ import pytest
 from slipcore_nb.export import ExportError
 from slipcore_nb.modelfile import _modelfile_quote, modelfile_text, parse_modelfile, render_template, write_modelfile
 from slipcore_nb.prompts import PROMPT
-from slipcore_nb.answering import ServeError, read_modelfile
+from slipcore_nb.answering import AnswerError, read_modelfile
 
 INSTRUCTIONS = [
     "You are the planner agent (id 2). Goal[1]: Add rate limiting. Respond with one nSLIP message.",
@@ -92,7 +92,7 @@ def test_modelfile_text_has_no_hand_typed_prompt():
 def test_missing_pieces_are_named(tmp_path):
     with pytest.raises(ExportError, match="no GGUF file .* run to_gguf first"):
         write_modelfile(tmp_path / "absent.gguf", eos="</s>")
-    with pytest.raises(ServeError, match="no Modelfile .*write_modelfile"):
+    with pytest.raises(AnswerError, match="no Modelfile .*write_modelfile"):
         read_modelfile(tmp_path / "Modelfile")
 
 
