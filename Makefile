@@ -11,13 +11,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-# The two pins requirements.txt cannot hold (a source build; a wheel installed without its deps),
-# read from their one definition in the library.
+# The pins requirements.txt cannot hold (a source build; a wheel installed without its deps; torch,
+# pinned only without CUDA), read from their one definition in the library.
 LLAMA_CPP_VERSION := $(shell $(PYTHON) -c 'from slipcore_nb.llama_cpp_build import LLAMA_CPP_VERSION; print(LLAMA_CPP_VERSION)')
 SMOLLM2_PACKAGE := $(shell $(PYTHON) -c 'from slipcore_nb.registry import SMOLLM2_PACKAGE; print(SMOLLM2_PACKAGE)')
+TORCH_VERSION := $(shell $(PYTHON) -c 'from slipcore_nb.environment import TORCH_VERSION; print(TORCH_VERSION)')
 # CPU machines get the local CPU torch wheel; a CUDA machine lets pip pick the CUDA build.
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
-TORCH_PIN := $(if $(HAS_CUDA),,torch==2.13.0)
+TORCH_PIN := $(if $(HAS_CUDA),,torch==$(TORCH_VERSION))
 
 # Without CUDA every model is local (tiny, SmolLM2 from its wheel): nothing may reach the hub. On a
 # CUDA machine the default models come from the hub (the 4-bit base, its 16-bit merge base).

@@ -8,6 +8,9 @@ import platform
 from importlib import metadata
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "unsloth", "llama_cpp_python", "ollama")
+# The tested torch. Not in requirements.txt, so that a CUDA machine's pip picks a CUDA build: `make venv`
+# (which reads it from here) pins it only where there is no CUDA, to the CPU wheel.
+TORCH_VERSION = "2.13.0"
 
 
 def package_versions() -> dict[str, str]:

