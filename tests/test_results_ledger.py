@@ -59,3 +59,18 @@ def test_the_committed_ledger_names_only_files_that_exist():
 def test_every_committed_result_json_has_its_row():
     named = {name for row in csv.DictReader((RESULTS / common.LEDGER).open()) for name in row["files"].split()}
     assert {p.name for p in RESULTS.glob("*.json")} <= named
+
+
+def test_every_committed_result_names_its_commit_and_data():
+    """A number without its inputs cannot be rerun: each result JSON carries a full commit and the data's sha256, and its
+    table says them (files written before stamping say they were stamped after the fact, from their recording commit)."""
+    for path in sorted(RESULTS.glob("*.json")):
+        stamped = json.loads(path.read_text()).get("stamp") or {}
+        assert re.fullmatch(r"[0-9a-f]{40}", stamped.get("commit", "")), path.name
+        assert re.fullmatch(r"[0-9a-f]{64}", stamped.get("data_sha256", "")), path.name
+        table = path.with_suffix(".md")
+        if table.exists():
+            text = table.read_text()
+            assert f"{stamped['commit'][:10]}" in text and f"data sha256 {stamped['data_sha256'][:12]}" in text, table.name
+    for table in sorted(RESULTS.glob("*.md")):
+        assert re.search(r"commit [0-9a-f]{10}.*, data sha256 [0-9a-f]{12}", table.read_text()), table.name
