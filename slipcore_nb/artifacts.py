@@ -47,7 +47,14 @@ SCRATCH_ARTIFACTS = frozenset({"merged"})
 
 def notebooks() -> list[Path]:
     """The numbered notebooks' files in ``notebooks/``, in order (what the runner runs)."""
-    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    return [NOTEBOOKS_DIR / f"{name}.ipynb" for name in NOTEBOOKS]
+
+
+def check_notebook(notebook: str) -> str:
+    """``notebook`` when it is one of :data:`NOTEBOOKS`, else a ValueError listing them."""
+    if notebook not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook {notebook!r}: expected one of {', '.join(NOTEBOOKS)}")
+    return notebook
 
 
 class MissingArtifact(FileNotFoundError):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Mapping, MutableMapping
 
 from . import colab_packages, colab_runtime, colab_storage, llama_cpp_build, whole_files
-from .artifacts import NOTEBOOKS, REPO
+from .artifacts import NOTEBOOKS, REPO, check_notebook
 from .registry import COLAB_MARKERS, default_model  # torch-free: registry imports only the standard library
 
 REPO_URL = "https://github.com/slipcore/slipcore-notebooks"  # the first cell clones it on Colab, nowhere else
@@ -68,8 +68,7 @@ def setup(notebook: str, *, drive: bool = True, env: MutableMapping[str, str] | 
     still lacks, put the clone on ``sys.path`` and move into ``notebooks/``. A second run in the same
     runtime finds everything installed and takes a second."""
     env = os.environ if env is None else env
-    if notebook not in NOTEBOOKS:
-        raise ValueError(f"unknown notebook {notebook!r}: expected one of {', '.join(NOTEBOOKS)}")
+    check_notebook(notebook)
     result = Setup(colab=colab_runtime.in_colab(env), notebook=notebook)
     if not result.colab:
         print(result.line())

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from . import colab_runtime, colab_storage, llama_cpp_build
-from .artifacts import NOTEBOOKS, REPO
+from .artifacts import REPO, check_notebook
 from .llama_cpp_build import LLAMA_CPP_VERSION, LlamaBuild
 from .machine import usable_cores
 from .registry import SMOLLM2_PACKAGE  # torch-free: registry imports only the standard library
@@ -125,8 +125,7 @@ def plan(notebook: str, *, pins: Mapping[str, str], installed: Callable[[str], s
          arch: str | None = None, cuda_release: str | None = None, model: str | None = None,
          cache: Path = colab_storage.LOCAL_ROOT / "cache", env: Mapping[str, str] | None = None) -> Plan:
     """The installs ``notebook`` needs, given what is installed and the GPU (pure: nothing runs)."""
-    if notebook not in NOTEBOOKS:
-        raise ValueError(f"unknown notebook {notebook!r}: expected one of {', '.join(NOTEBOOKS)}")
+    check_notebook(notebook)
     env = os.environ if env is None else env
     build = env.get("SLIPCORE_LLAMA_CPP") or "cuda"
     if build not in ("cuda", "cpu"):

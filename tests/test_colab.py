@@ -47,8 +47,8 @@ def test_unknown_notebook_is_refused_with_the_known_names():
         colab.setup("06_extra", env={})
 
 
-def test_every_notebook_name_is_a_notebook_file():
-    assert {p.stem for p in (REPO / "notebooks").glob("*.ipynb")} >= set(artifacts.NOTEBOOKS)
+def test_the_notebook_names_are_the_numbered_notebook_files():
+    assert sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")) == list(artifacts.NOTEBOOKS)
 
 
 def test_every_notebook_is_valid_nbformat_with_an_id_on_every_cell():

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from slipcore_nb import registry
+from slipcore_nb.artifacts import NOTEBOOKS
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ("01_load", "02_prepare", "03_train", "04_export", "05_ollama_test", "06_agents")
 RESULTS = REPO / "benchmarks" / "results"
 
 
